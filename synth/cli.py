@@ -1,0 +1,30 @@
+"""The `synth` command: one root app, one sub-app per job. Parsing only; the work is in the library."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from synth import __version__, cli_fonts, cli_lexicon
+
+app = typer.Typer(
+    help="Synthetic handwriting for cross-script word retrieval (English, Spanish, Simplified Chinese).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(cli_lexicon.app, name="lexicon", help="The trilingual lexicon: build it from sources, print its statistics.")
+app.add_typer(cli_fonts.app, name="fonts", help="The style catalogue: list, fetch, check coverage, pin checksums.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"synth {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Render a trilingual lexicon in handwriting styles, with family-disjoint train / held-out fonts."""
