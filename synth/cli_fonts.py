@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,7 +15,7 @@ from rich.table import Table
 from synth.catalogue import Catalogue, CatalogueError, Split, load_catalogue, resolve_styles, set_checksums
 from synth.charsets import SCRIPT_LANGS, required_chars
 from synth.coverage import CoverageRow, coverage_row
-from synth.fetch import FetchError, install_style, installed_coverage, pin_digest
+from synth.fetch import FetchError, install_styles, installed_coverage, pin_digest
 from synth.packages import PackageError
 from synth.progress import progress_bar
 
@@ -105,6 +106,7 @@ def fetch(
     split: SplitArg = SplitOpt.all,
     script: ScriptArg = None,
     catalogue: CatalogueOpt = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Styles installed in parallel [default: CPU count].")] = os.cpu_count() or 1,
 ) -> None:
     """Install styles into the cache ($SYNTH_CACHE): download, verify sha256, convert, record coverage.
 
@@ -112,18 +114,23 @@ def fetch(
     merges the Chinese web-font pieces, which takes about half a minute per face.
     """
     chosen = _select(_load(catalogue), split, script, None, styles)
+    unpinned = [s.id for s in chosen if not s.sha256]
+    if unpinned:  # refuse before downloading anything
+        raise _fail(f"style {', '.join(unpinned)} has no sha256 in the catalogue; run `synth fonts pin` first")
     counts = {"cached": 0, "fetched": 0}
     with progress_bar(out, "styles") as bar:
         task = bar.add_task("fetching styles", total=len(chosen))
-        for style in chosen:
-            bar.update(task, description=style.id)
-            try:
-                counts[install_style(style).status] += 1
-            except (FetchError, PackageError) as exc:
-                raise _fail(str(exc))
-            bar.advance(task)
+
+        def done(installed) -> None:
+            counts[installed.status] += 1
+            bar.update(task, advance=1, description=installed.style.id)
+
+        try:
+            install_styles(chosen, workers, done)
+        except (FetchError, PackageError) as exc:
+            raise _fail(str(exc))
     out.print(f"{len(chosen)} styles ready in {chosen[0].cache_path.parent if chosen else '-'}: "
-              f"{counts['fetched']} fetched, {counts['cached']} already installed")
+              f"{counts['fetched']} fetched, {counts['cached']} already installed", soft_wrap=True)
 
 
 def _coverage_rows(catalogue: Catalogue, styles, lexicon_path: Path | None) -> tuple[list[CoverageRow], list[str]]:
@@ -187,7 +194,7 @@ def check(
         raise typer.Exit(1)
     if not as_json:
         out.print(f"ok: {len({r.style for r in rows})} styles, {len(rows)} (style, language) pairs, lowest share "
-                  f"{min((r.share for r in rows), default=1.0):.1%}")
+                  f"{min((r.share for r in rows), default=1.0):.1%}", soft_wrap=True)
 
 
 @app.command()
@@ -211,4 +218,4 @@ def pin(
                 raise _fail(str(exc))
             bar.advance(task)
     changed = set_checksums(cat.path, digests)
-    out.print(f"pinned {len(digests)} style(s), {changed} checksum(s) changed in {cat.path}")
+    out.print(f"pinned {len(digests)} style(s), {changed} checksum(s) changed in {cat.path}", soft_wrap=True)

@@ -172,3 +172,32 @@ def pin_digest(style: Style) -> str:
     if not any(pkg.glob(style.file)):
         raise FetchError(f"style {style.id}: {style.package} {style.version} has no file matching {style.file}")
     return source_digest(pkg, style.file)
+
+
+def install_styles(styles: list[Style], workers: int = 1, on_done=None) -> list[Installed]:
+    """Install several styles, `workers` at a time (merging CJK pieces is CPU-bound: use processes).
+
+    `on_done(installed)` is called as each finishes. The first failure cancels what has not started
+    and is raised; styles already finished stay installed (each install is atomic on its own).
+    """
+    results: dict[str, Installed] = {}
+    if workers <= 1 or len(styles) <= 1:
+        for style in styles:
+            results[style.id] = install_style(style)
+            on_done and on_done(results[style.id])
+    else:
+        from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            pending = {pool.submit(install_style, style) for style in styles}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    if future.exception() is not None:
+                        for other in pending:
+                            other.cancel()
+                        raise future.exception()
+                    installed = future.result()
+                    results[installed.style.id] = installed
+                    on_done and on_done(installed)
+    return [results[style.id] for style in styles]

@@ -109,3 +109,19 @@ def test_stroke_sources_normalise(tmp_path, package):
     done = install_style(hanzi)
     assert done.covered == frozenset("水")
     assert json.loads(done.path.read_text())["glyphs"]["水"]["strokes"] == [[[0, 0], [5, 5]]]
+
+
+def test_parallel_install_keeps_order_and_raises_the_first_failure(tmp_path, package):
+    from synth.fetch import install_styles
+
+    pkg, _ = package
+    build_font(pkg / "files/a.ttf", inked="a")
+    build_font(pkg / "files/b.ttf", inked="b")
+    a = _style(tmp_path, package, id="a", family="A", file="files/a.ttf")
+    b = _style(tmp_path, package, id="b", family="B", file="files/b.ttf")
+    seen = []
+    done = install_styles([a, b], workers=2, on_done=lambda i: seen.append(i.style.id))
+    assert [i.covered for i in done] == [frozenset("a"), frozenset("b")] and sorted(seen) == ["a", "b"]
+    bad = _style(tmp_path, package, id="c", family="C", file="files/a.ttf", sha256="e" * 64)
+    with pytest.raises(FetchError, match="style c: checksum mismatch"):
+        install_styles([bad, b], workers=2)

@@ -1,0 +1,35 @@
+# Set-up, the main job and the tests. `make demo` and `make test` are all a fresh machine needs.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system-deps fonts demo test lexicon clean-cache
+
+setup: $(VENV)/.installed fonts  ## Python packages into .venv, fonts into the cache ($SYNTH_CACHE)
+
+# Registry clients the fetchers shell out to: npm (npm pack) and apt-get/dpkg-deb (Debian packages).
+system-deps:
+	@command -v npm >/dev/null && command -v dpkg-deb >/dev/null && command -v apt-get >/dev/null || { \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm; }
+	@[ -n "$$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v -e lock -e partial)" ] || $(SUDO) apt-get update -qq
+
+$(VENV)/.installed: pyproject.toml | system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,lexicon]'
+	touch $@
+
+fonts: $(VENV)/.installed | system-deps  ## install every catalogue style (first run ~6 min, then seconds)
+	$(BIN)/synth fonts fetch
+
+demo: setup  ## the main job on the embedded defaults
+	$(BIN)/synth lexicon stats
+	$(BIN)/synth fonts list --split held-out
+	$(BIN)/synth fonts check
+
+test: setup  ## the test suite (CI runs exactly this)
+	$(BIN)/python -m pytest
+
+lexicon: $(VENV)/.installed | system-deps  ## rebuild lexicon/lexicon.tsv from its sources (see docs/lexicon.md)
+	$(BIN)/synth lexicon build --force
