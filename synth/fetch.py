@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -23,11 +24,14 @@ from fontTools.ttLib import TTFont
 from synth.catalogue import Style, source_digest
 from synth.coverage import outline_coverage, stroke_coverage
 from synth.packages import debian_package, npm_package
-from synth.strokes import read_hanzi_writer, read_svg_font
+from synth.strokes import StrokeFormatError, read_hanzi_writer, read_svg_font
 
 # Layout tables of unicode-range pieces disagree with one another and block fontTools' merger; word
 # rendering with basic layout needs none of them.
 _DROP_BEFORE_MERGE = ("GSUB", "GPOS", "GDEF", "STAT", "vhea", "vmtx", "VORG", "BASE", "JSTF", "MATH")
+
+# fontTools warns about harmless padding in some packaged fonts (AR PL KaitiM GB); real damage raises.
+logging.getLogger("fontTools").setLevel(logging.ERROR)
 
 
 class FetchError(RuntimeError):
@@ -134,11 +138,16 @@ def install_style(style: Style) -> Installed:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        if style.kind == "outline":
-            _convert_outline(style, pkg, tmp)
-            covered = outline_coverage(tmp)
-        else:
-            covered = _convert_stroke(style, pkg, tmp)
+        try:
+            if style.kind == "outline":
+                _convert_outline(style, pkg, tmp)
+                covered = outline_coverage(tmp)
+            else:
+                covered = _convert_stroke(style, pkg, tmp)
+        except StrokeFormatError as exc:
+            raise FetchError(f"style {style.id}: {exc}") from None
+        except Exception as exc:  # fontTools raises many types for a damaged font
+            raise FetchError(f"style {style.id}: cannot convert {style.file} ({type(exc).__name__}: {exc})") from None
         meta = {
             "style": style.id,
             "package": style.package,

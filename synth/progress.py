@@ -14,8 +14,11 @@ class RateColumn(ProgressColumn):
         self.unit = unit
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:,.1f} {self.unit}/s", style="progress.data.speed")
+        # completed / elapsed: rich's windowed speed jumps wildly when cached items finish at once
+        elapsed = task.finished_time if task.finished else task.elapsed
+        if not elapsed or not task.completed:
+            return Text("")
+        return Text(f"{task.completed / elapsed:,.1f} {self.unit}/s", style="progress.data.speed")
 
 
 def progress_bar(console: Console, unit: str = "items") -> Progress:

@@ -6,7 +6,7 @@ Normalised stroke font (JSON, y up, font units):
 
 Sources:
 - SVG fonts (Hershey / EMS single-line fonts in npm `hersheytext`'s `svg_fonts/`): each <glyph>'s path
-  is a set of open polylines (M and L commands only; that is what single-line fonts are).
+  is a set of open polylines (mostly M and L; the few C curves are flattened into chords).
 - Hanzi Writer data (npm `hanzi-writer-data`): one JSON per character whose `medians` are the stroke
   centre lines in a 1024 box (y up, baseline about -124).
 """
@@ -21,17 +21,30 @@ from pathlib import Path
 Point = list[float]
 Polyline = list[Point]
 
-_TOKEN = re.compile(r"[MmLlZz]|-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_TOKEN = re.compile(r"[MmLlCcQqZz]|-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_ARITY = {"M": 2, "L": 2, "C": 6, "Q": 4}  # numbers per segment
+_CURVE_STEPS = 8  # a glyph-sized curve flattened into 8 chords is smooth at word-image scale
 
 
 class StrokeFormatError(ValueError):
     """A stroke source could not be read; the message names the file and the glyph."""
 
 
+def _bezier(points: list[Point], steps: int) -> list[Point]:
+    """Points along a Bézier curve (de Casteljau), excluding its start point."""
+    out = []
+    for k in range(1, steps + 1):
+        t, pts = k / steps, points
+        while len(pts) > 1:
+            pts = [[a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t] for a, b in zip(pts, pts[1:])]
+        out.append(pts[0])
+    return out
+
+
 def parse_polyline_path(d: str, where: str) -> list[Polyline]:
-    """Polylines of an SVG path that uses only absolute/relative M, L (and Z to close)."""
-    if re.search(r"[^MmLlZz0-9eE.,\s+-]", d):
-        raise StrokeFormatError(f"{where}: path uses commands other than M, L and Z")
+    """Open polylines of an SVG path: M, L, C, Q (absolute or relative) and Z; curves are flattened."""
+    if re.search(r"[^MmLlCcQqZz0-9eE.,\s+-]", d):
+        raise StrokeFormatError(f"{where}: path uses commands other than M, L, C, Q and Z")
     strokes: list[Polyline] = []
     command, numbers = None, []
     x = y = 0.0
@@ -40,26 +53,31 @@ def parse_polyline_path(d: str, where: str) -> list[Polyline]:
         nonlocal x, y
         if command is None:
             return
-        if len(numbers) % 2:
-            raise StrokeFormatError(f"{where}: odd number of coordinates after {command!r}")
-        for i in range(0, len(numbers), 2):
-            dx, dy = numbers[i], numbers[i + 1]
-            x, y = (x + dx, y + dy) if command.islower() else (dx, dy)
-            # M starts a stroke; coordinates after the first pair of an M are implicit L's (SVG rule)
+        arity = _ARITY[command.upper()]
+        if len(numbers) % arity:
+            raise StrokeFormatError(f"{where}: wrong number of coordinates after {command!r}")
+        for i in range(0, len(numbers), arity):
+            seg = numbers[i:i + arity]
+            pts = [[seg[j] + x, seg[j + 1] + y] if command.islower() else [seg[j], seg[j + 1]] for j in range(0, arity, 2)]
+            # M starts a stroke; coordinate pairs after an M's first are implicit L's (SVG rule)
             if command in "Mm" and i == 0:
-                strokes.append([[x, y]])
+                strokes.append([pts[0]])
             elif not strokes:
                 raise StrokeFormatError(f"{where}: path draws before its first M")
+            elif arity == 2:
+                strokes[-1].append(pts[0])
             else:
-                strokes[-1].append([x, y])
+                strokes[-1].extend(_bezier([[x, y], *pts], _CURVE_STEPS))
+            x, y = pts[-1]
 
     for token in _TOKEN.findall(d):
-        if token in "MmLlZz":
+        if token.isalpha():
             flush()
             numbers = []
             if token in "Zz":
                 if strokes:
                     strokes[-1].append(list(strokes[-1][0]))
+                    x, y = strokes[-1][0]
                 command = None
             else:
                 command = token

@@ -125,3 +125,18 @@ def test_parallel_install_keeps_order_and_raises_the_first_failure(tmp_path, pac
     bad = _style(tmp_path, package, id="c", family="C", file="files/a.ttf", sha256="e" * 64)
     with pytest.raises(FetchError, match="style c: checksum mismatch"):
         install_styles([bad, b], workers=2)
+
+
+def test_damaged_sources_are_fetch_errors(tmp_path, package):
+    pkg, _ = package
+    (pkg / "files/broken.woff2").write_bytes(b"wOF2 but not really")
+    broken = _style(tmp_path, package, file="files/broken.woff2")
+    with pytest.raises(FetchError, match=r"style hand-a: cannot convert files/broken.woff2"):
+        install_style(broken)
+    (pkg / "files/arc.svg").write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg"><defs><font><font-face units-per-em="1000"/>'
+        '<glyph unicode="a" d="M 0 0 A 1 1 0 0 0 5 5"/></font></defs></svg>', encoding="utf-8")
+    arc = _style(tmp_path, package, id="arc", file="files/arc.svg", kind="stroke", tags=["single-line"])
+    with pytest.raises(FetchError, match=r"style arc: .*arc.svg: glyph 'a': path uses commands other than"):
+        install_style(arc)
+    assert not list((tmp_path / "cache" / "fonts").glob("*"))

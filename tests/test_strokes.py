@@ -13,8 +13,8 @@ def test_polyline_path_absolute_relative_implicit_and_close():
 
 
 @pytest.mark.parametrize("d, message", [
-    ("M 0 0 C 1 1 2 2 3 3", "commands other than M, L and Z"),
-    ("M 0 0 L 1", "odd number of coordinates"),
+    ("M 0 0 A 1 1 0 0 0 3 3", "commands other than M, L, C, Q and Z"),
+    ("M 0 0 L 1", "wrong number of coordinates"),
     ("L 1 1", "draws before its first M"),
     ("5 5", "before any command"),
 ])
@@ -48,3 +48,12 @@ def test_hanzi_writer_medians(tmp_path):
     (tmp_path / "坏.json").write_text("{}", encoding="utf-8")
     with pytest.raises(StrokeFormatError, match="坏.json: not a Hanzi Writer character file"):
         read_hanzi_writer([tmp_path / "坏.json"])
+
+
+def test_curves_are_flattened_onto_the_curve():
+    (stroke,) = parse_polyline_path("M 0 0 C 0 10 10 10 10 0", "t")
+    assert stroke[0] == [0, 0] and stroke[-1] == [10, 0] and len(stroke) == 9
+    mid = stroke[4]  # t = 0.5 of the cubic: (5, 7.5)
+    assert mid == pytest.approx([5, 7.5])
+    (quad,) = parse_polyline_path("M 0 0 q 5 10 10 0", "t")
+    assert quad[-1] == [10, 0] and quad[4] == pytest.approx([5, 5])

@@ -1,0 +1,127 @@
+"""`synth lexicon ...`: build the lexicon from its sources, show its statistics, draw the audit sample.
+
+Only option parsing and printing live here; the work is done by synth.lexicon and synth.lexicon_build.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from synth.lexicon import LANGS, LexiconError, lexicon_stats, load_lexicon
+from synth.paths import DEFAULT_LEXICON
+
+app = typer.Typer(help="The trilingual (en/es/zh) lexicon: build it from its sources, inspect it.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def build(
+    output: Annotated[Path, typer.Option("--out", help="Lexicon TSV to write.")] = DEFAULT_LEXICON,
+    overrides: Annotated[Optional[Path], typer.Option(help="Overrides YAML (default: lexicon/overrides.yaml).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML of BuildConfig fields to change.")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Build report JSON (default: build_report.json beside --out).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing lexicon that differs.")] = False,
+) -> None:
+    """Rebuild the lexicon from CC-CEDICT, FreeDict and wordfreq (needs the [lexicon] extra)."""
+    from synth.lexicon_build import build_lexicon, build_report, load_config, render_lexicon, write_atomic
+    from synth.lexicon_embed import UseEmbedder
+    from synth.lexicon_overrides import load_overrides
+    from synth.lexicon_sources import load_sources
+
+    report = report or output.parent / "build_report.json"
+    start = time.perf_counter()
+    try:
+        cfg = load_config(config)
+        fixes = load_overrides(overrides)
+        with err.status("reading sources (FreeDict, CC-CEDICT, wordfreq)"):
+            sources = load_sources()
+        with err.status("scoring candidates (USE-multilingual embeddings; ~1 min the first time)"):
+            result = build_lexicon(sources, UseEmbedder(), cfg, fixes)
+        data = render_lexicon(result.triples)
+    except (LexiconError, ValueError, OSError, ModuleNotFoundError) as exc:
+        _fail(str(exc).splitlines()[0])
+    if output.exists() and output.read_bytes() != data and not force:
+        _fail(f"{output}: exists and differs from the new build; pass --force to overwrite")
+    unchanged = output.exists() and output.read_bytes() == data
+    write_atomic(output, data)
+    write_atomic(report, (json.dumps(build_report(result, data), ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+
+    table = Table(title="lexicon build stages")
+    table.add_column("stage")
+    table.add_column("kept", justify="right")
+    table.add_column("rule")
+    for stage in result.stages:
+        table.add_row(stage["stage"], str(stage["count"]), stage["note"])
+    err.print(table)
+    status = "unchanged" if unchanged else "written"
+    err.print(f"{output}: {len(result.triples)} entries {status} in {time.perf_counter() - start:.1f} s; report {report}")
+
+
+@app.command()
+def stats(
+    lexicon: Annotated[Path, typer.Option(help="Lexicon TSV to describe.")] = DEFAULT_LEXICON,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
+) -> None:
+    """Counts, text lengths and character coverage of each language."""
+    try:
+        summary = lexicon_stats(load_lexicon(lexicon))
+    except LexiconError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+        return
+    out.print(f"{summary['path']}  {summary['entries']} semantic IDs  sha256 {summary['sha256'][:16]}…")
+    table = Table(title="texts per language (lengths in characters)")
+    for column in ("lang", "texts", "min", "median", "mean", "max", "distinct chars"):
+        table.add_column(column, justify="left" if column == "lang" else "right")
+    for lang in LANGS:
+        s = summary["languages"][lang]
+        length = s["length"]
+        table.add_row(lang, str(s["count"]), *(str(length[k]) for k in ("min", "median", "mean", "max")), str(s["distinct_chars"]))
+    out.print(table)
+    histogram = Table(title="length histogram (texts per length)")
+    histogram.add_column("chars", justify="right")
+    lengths = sorted({int(n) for lang in LANGS for n in summary["languages"][lang]["length"]["histogram"]})
+    for lang in LANGS:
+        histogram.add_column(lang, justify="right")
+    for n in lengths:
+        histogram.add_row(str(n), *(str(summary["languages"][lang]["length"]["histogram"].get(str(n), "")) for lang in LANGS))
+    out.print(histogram)
+    zh = summary["languages"]["zh"]
+    out.print(f"zh characters outside GB 2312 level 1: {zh['outside_gb2312_level1']} {zh['outside_gb2312_level1_chars']}")
+    for lang in ("en", "es"):
+        out.print(f"{lang} characters: {summary['languages'][lang]['chars']}", markup=False, highlight=False)
+
+
+@app.command("audit-sample")
+def audit_sample(
+    output: Annotated[Path, typer.Option("--out", help="Audit TSV to write (verdict and reason left blank).")],
+    lexicon: Annotated[Path, typer.Option(help="Lexicon TSV to sample.")] = DEFAULT_LEXICON,
+    n: Annotated[int, typer.Option(help="Entries to draw.")] = 100,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the draw (default: the documented AUDIT_SEED).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing audit file (its verdicts are lost).")] = False,
+) -> None:
+    """Draw the audit sample: N entries chosen by a seeded random.Random, for a person to judge."""
+    from synth.lexicon_build import AUDIT_SEED, draw_audit_sample, render_audit, write_atomic
+
+    if output.exists() and not force:
+        _fail(f"{output}: exists (it may hold verdicts); pass --force to overwrite")
+    try:
+        entries = draw_audit_sample(load_lexicon(lexicon), n, AUDIT_SEED if seed is None else seed)
+    except LexiconError as exc:
+        _fail(str(exc))
+    write_atomic(output, render_audit(entries))
+    err.print(f"{output}: {len(entries)} entries drawn with seed {AUDIT_SEED if seed is None else seed}")
