@@ -9,7 +9,6 @@ machine's proxy, mirror and certificate settings, and need no root to download.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -34,44 +33,45 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def _publish(tmp: Path, dest: Path) -> Path:
-    """Move a fully unpacked folder into place atomically, so an interrupted fetch leaves nothing half-done."""
+def _fetch_once(dest: Path, download) -> Path:
+    """Return `dest`, first creating it with `download(tmp) -> unpacked folder` if it does not exist yet.
+
+    The folder is moved into place whole, so an interrupted fetch leaves nothing half-done behind.
+    """
+    if dest.is_dir():
+        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, dest)
-    except OSError:  # another process won the race; keep its copy
-        shutil.rmtree(tmp, ignore_errors=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        unpacked = download(Path(tmp))
+        try:
+            os.replace(unpacked, dest)
+        except OSError:  # another process won the race; keep its copy
+            pass
     return dest
 
 
 def npm_package(name: str, version: str, root: Path | None = None) -> Path:
     """Unpacked folder of npm package `name@version` (the tarball's `package/` folder)."""
-    root = root or cache_dir() / "packages" / "npm"
-    dest = root / f"{name.replace('/', '__')}@{version}"
-    if dest.is_dir():
-        return dest
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root) as tmp:
-        tmp = Path(tmp)
-        proc = _run(["npm", "pack", f"{name}@{version}", "--silent", "--pack-destination", str(tmp)], cwd=tmp)
+
+    def download(tmp: Path) -> Path:
+        proc = _run(["npm", "pack", f"{name}@{version}", "--loglevel=error", "--pack-destination", str(tmp)], cwd=tmp)
         tarballs = list(tmp.glob("*.tgz"))
         if proc.returncode != 0 or not tarballs:
-            raise PackageError(f"npm package {name}@{version} could not be fetched: {_last_line(proc.stderr)}")
-        unpacked = tmp / "unpacked"
+            errors = [line[len("npm error"):].strip() for line in proc.stderr.splitlines() if line.startswith("npm error")]
+            reason = next((e for e in errors if not e.startswith("code")), _last_line(proc.stderr))
+            raise PackageError(f"npm package {name}@{version} could not be fetched: {reason}")
         with tarfile.open(tarballs[0]) as tar:
-            tar.extractall(unpacked, filter="data")
-        return _publish(unpacked / "package", dest)
+            tar.extractall(tmp / "unpacked", filter="data")
+        return tmp / "unpacked" / "package"
+
+    root = root or cache_dir() / "packages" / "npm"
+    return _fetch_once(root / f"{name.replace('/', '__')}@{version}", download)
 
 
 def debian_package(name: str, version: str, root: Path | None = None) -> Path:
     """Unpacked file tree of Debian package `name=version` (as if installed at that folder)."""
-    root = root or cache_dir() / "packages" / "debian"
-    dest = root / f"{name}_{version}"
-    if dest.is_dir():
-        return dest
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root) as tmp:
-        tmp = Path(tmp)
+
+    def download(tmp: Path) -> Path:
         proc = _run(["apt-get", "download", f"{name}={version}"], cwd=tmp)
         if proc.returncode != 0 and os.geteuid() == 0:
             # A fresh machine has no package lists yet; as root we can make them.
@@ -79,13 +79,16 @@ def debian_package(name: str, version: str, root: Path | None = None) -> Path:
             proc = _run(["apt-get", "download", f"{name}={version}"], cwd=tmp)
         debs = list(tmp.glob("*.deb"))
         if proc.returncode != 0 or not debs:
-            hint = "run `apt-get update` as root, or pin the version Debian now ships with `synth fonts pin`"
+            hint = (f"run `apt-get update` as root; if Debian no longer ships {version}, set the version "
+                    f"`apt-cache policy {name}` shows and run `synth fonts pin`")
             raise PackageError(f"Debian package {name}={version} could not be fetched ({_last_line(proc.stderr)}); {hint}")
-        unpacked = tmp / "unpacked"
-        proc = _run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], cwd=tmp)
+        proc = _run(["dpkg-deb", "-x", str(debs[0]), str(tmp / "unpacked")], cwd=tmp)
         if proc.returncode != 0:
             raise PackageError(f"Debian package {name}={version} could not be unpacked: {_last_line(proc.stderr)}")
-        return _publish(unpacked, dest)
+        return tmp / "unpacked"
+
+    root = root or cache_dir() / "packages" / "debian"
+    return _fetch_once(root / f"{name}_{version}", download)
 
 
 def latest_version(source: str, name: str) -> str:
