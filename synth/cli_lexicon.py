@@ -40,6 +40,7 @@ def build(
     from synth.lexicon_embed import UseEmbedder
     from synth.lexicon_overrides import load_overrides
     from synth.lexicon_sources import load_sources
+    from synth.packages import PackageError
 
     report = report or output.parent / "build_report.json"
     start = time.perf_counter()
@@ -51,7 +52,7 @@ def build(
         with err.status("scoring candidates (USE-multilingual embeddings; ~1 min the first time)"):
             result = build_lexicon(sources, UseEmbedder(), cfg, fixes)
         data = render_lexicon(result.triples)
-    except (LexiconError, ValueError, OSError, ModuleNotFoundError) as exc:
+    except (LexiconError, ValueError, OSError, ModuleNotFoundError, PackageError) as exc:
         _fail(str(exc).splitlines()[0])
     if output.exists() and output.read_bytes() != data and not force:
         _fail(f"{output}: exists and differs from the new build; pass --force to overwrite")

@@ -12,9 +12,9 @@ import re
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
+from synth.charsets import gb2312_level1
 from synth.paths import DEFAULT_LEXICON
 
 LANGS = ("en", "es", "zh")
@@ -175,19 +175,6 @@ def _check_text(lang: str, text: str, semantic_id: int, seen: dict[str, tuple[in
     seen[text] = (semantic_id, lineno)
 
 
-@cache
-def gb2312_level1() -> frozenset[str]:
-    """The 3,755 characters of GB 2312 level 1 (rows 16-55), decoded from Python's gb2312 codec."""
-    chars = set()
-    for row in range(16, 56):
-        for cell in range(1, 95):
-            try:  # row 55 ends at cell 89; the codec rejects the empty cells after it
-                chars.add(bytes([0xA0 + row, 0xA0 + cell]).decode("gb2312"))
-            except UnicodeDecodeError:
-                pass
-    return frozenset(chars)
-
-
 def _length_summary(lengths: list[int]) -> dict:
     return {
         "min": min(lengths),
@@ -210,9 +197,10 @@ def lexicon_stats(lex: Lexicon) -> dict:
             "distinct": len(set(texts)),
             "length": _length_summary([len(t) for t in texts]) if texts else None,
             "distinct_chars": len(charset),
-            "chars": "".join(sorted(charset)) if lang != "zh" else None,
         }
-        if lang == "zh":
+        if lang != "zh":  # the Latin alphabets are short enough to list; fonts must cover them
+            stats["chars"] = "".join(sorted(charset))
+        else:
             outside = sorted(charset - gb2312_level1())
             stats["outside_gb2312_level1"] = len(outside)
             stats["outside_gb2312_level1_chars"] = "".join(outside)

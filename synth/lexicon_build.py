@@ -21,8 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from synth.lexicon import LANGS, Entry, Lexicon, LexiconError, gb2312_level1, parse_lexicon
-from synth.lexicon_candidates import EN_WORD, Candidate, chinese_candidates, spanish_candidates, zipf
+from synth.charsets import gb2312_level1
+from synth.lexicon import LANGS, Entry, Lexicon, LexiconError, parse_lexicon
+from synth.lexicon_candidates import EN_WORD, ES_WORD, Candidate, chinese_candidates, spanish_candidates, zipf
 from synth.lexicon_embed import Embedder, SimilarityTable
 from synth.lexicon_overrides import Overrides
 from synth.lexicon_sources import Sources
@@ -60,7 +61,6 @@ class BuildConfig:
     # Only each pivot's best few triples compete in the one-to-one stage; a pivot pushed further down
     # its list by stronger claimants is dropped rather than given a weak translation.
     max_fallback: int = 3
-    audit_seed: int = AUDIT_SEED
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,7 @@ def build_lexicon(sources: Sources, embedder: Embedder, config: BuildConfig, ove
 
     candidates = {p: (es_cands[p], zh_cands[p]) for p in sorted(zh_cands)}
     for pivot, force in sorted(overrides.force.items()):
+        _check_forced(pivot, force, charset)
         es_list, zh_list = es_cands.get(pivot, []), zh_cands.get(pivot, [])
         if "es" in force:
             es_list = [Candidate(force["es"], 0, zipf(freq["es"], force["es"]), True)]
@@ -145,6 +146,18 @@ def build_lexicon(sources: Sources, embedder: Embedder, config: BuildConfig, ove
         "stages": stages,
     }
     return BuildResult(final, stages, report)
+
+
+def _check_forced(pivot: str, force: dict[str, str], charset: frozenset[str] | None) -> None:
+    """A forced text skips the filters, so it must at least obey the lexicon's own character rules."""
+    if "es" in force and not ES_WORD.fullmatch(force["es"]):
+        raise ValueError(f"overrides force.{pivot}: es {force['es']!r} is not one lowercase Spanish word")
+    if "zh" in force:
+        zh = force["zh"]
+        if not all("\u4e00" <= ch <= "\u9fff" for ch in zh):
+            raise ValueError(f"overrides force.{pivot}: zh {zh!r} is not all Chinese characters")
+        if charset is not None and (outside := "".join(ch for ch in zh if ch not in charset)):
+            raise ValueError(f"overrides force.{pivot}: zh {zh!r} has {outside} outside GB 2312 level 1")
 
 
 def _without(cands: dict[str, list[Candidate]], pivots: set[str], blocked: frozenset[str], reject: dict, lang: str) -> dict[str, list[Candidate]]:

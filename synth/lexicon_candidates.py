@@ -40,8 +40,8 @@ class Candidate:
     text: str
     sense: int  # 0-based index of the earliest source sense that gives this translation
     zipf: float
-    confirmed: bool = False  # es: listed in both FreeDict directions; zh: the gloss is the sense's first
-    senses: int = 1  # how many senses the source entry has (fewer = less ambiguous)
+    confirmed: bool = False  # es: listed in both FreeDict directions; zh: the pivot is the entry's first gloss
+    senses: int = 1  # zh: how many senses the CEDICT entry has (fewer = less ambiguous)
     verb: bool = False  # can be read as a verb (zh: a "to ..." gloss; es: an infinitive)
     nonverb: bool = True  # can be read as a noun or adjective (zh: a gloss without "to")
     repaired_from: str = ""  # es: FreeDict spelling this accent-corrected form replaced

