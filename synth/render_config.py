@@ -46,7 +46,7 @@ class Strengths:
     baseline: float = 0.03  # per-glyph baseline shift σ (em)
     spacing: float = 0.03  # per-glyph extra advance σ (em); never closes a gap below zero
     stroke_elastic: float = 0.025  # σ of stroke-point displacement at the control points (em)
-    pen_width: tuple[float, float] = (0.055, 0.095)  # pen width range (em) for stroke styles
+    pen_width: tuple[float, float] = (0.10, 0.19)  # stroke styles: pen width range, fraction of the x-height
     pressure: float = 0.35  # relative width change along a stroke, 0 = constant pen
     slant_deg: float = 7.0  # shear angle σ in degrees
     rotate_deg: float = 1.5  # rotation σ in degrees
@@ -55,7 +55,7 @@ class Strengths:
     ink: tuple[int, int] = (0, 70)  # ink grey level range (0 = black)
     paper: tuple[int, int] = (215, 255)  # paper grey level range
     gradient: float = 12.0  # max grey-level change of the illumination gradient across the image
-    noise_sigma: tuple[float, float] = (0.0, 6.0)  # Gaussian noise σ range (grey levels)
+    noise_sigma: tuple[float, float] = (0.0, 4.0)  # Gaussian noise σ range (grey levels); noise also costs PNG bytes
     blur_sigma: tuple[float, float] = (0.0, 0.7)  # Gaussian blur σ range (px); below 0.3 no blur
 
 
