@@ -28,12 +28,15 @@ def catmull_rom_weights(u: np.ndarray, n_ctrl: int) -> np.ndarray:
         -3 * t**3 + 4 * t**2 + t,
         t**3 - t**2,
     ])
-    # Padded columns: 0 and n_ctrl + 1 stand for the end values repeated, so the four neighbours of
-    # every row are distinct columns and one fancy assignment places all weights.
+    # Padded columns 0 and n_ctrl + 1 are phantom controls extrapolated linearly from the two end
+    # values (2·v0 − v1), so a linear field stays linear up to the edges; the padding also makes the
+    # four neighbours of every row distinct columns, placed with one fancy assignment.
     padded = np.zeros((len(u), n_ctrl + 2))
     padded[np.arange(len(u))[:, None], i[:, None] + np.arange(4)] = basis
-    padded[:, 1] += padded[:, 0]
-    padded[:, n_ctrl] += padded[:, n_ctrl + 1]
+    padded[:, 1] += 2 * padded[:, 0]
+    padded[:, 2] -= padded[:, 0]
+    padded[:, n_ctrl] += 2 * padded[:, n_ctrl + 1]
+    padded[:, n_ctrl - 1] -= padded[:, n_ctrl + 1]
     return padded[:, 1:n_ctrl + 1]
 
 
