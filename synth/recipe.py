@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from synth.catalogue import Style
@@ -109,7 +110,7 @@ class Renderer:
         if params["elastic"]:
             dx = dense_field(np.asarray(params["elastic"]["dx"]), cfg.height, cfg.width)
             dy = dense_field(np.asarray(params["elastic"]["dy"]), cfg.height, cfg.width)
-        inverse = np.linalg.inv(np.vstack([forward, [0, 0, 1]]))[:2]
+        inverse = cv2.invertAffineTransform(forward)
         coverage = warp(source, inverse, (cfg.height, cfg.width), dx, dy)
 
         params["ink"] = self._draw("ink", Ink.sample, rng)

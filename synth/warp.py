@@ -61,9 +61,9 @@ def field_at(grids: list[np.ndarray], points: np.ndarray, box: tuple[float, floa
 
 
 @lru_cache(maxsize=16)
-def _pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _pixel_grid(height: int, width: int) -> np.ndarray:
     xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-    return xs, ys
+    return np.dstack([xs, ys])  # (H, W, 2): each pixel's own (x, y)
 
 
 def warp(source: np.ndarray, inverse: np.ndarray, shape: tuple[int, int], dx: np.ndarray | None = None, dy: np.ndarray | None = None) -> np.ndarray:
@@ -72,11 +72,8 @@ def warp(source: np.ndarray, inverse: np.ndarray, shape: tuple[int, int], dx: np
     `inverse` is the 2×3 affine from output to source pixel coordinates; `dx`, `dy` are optional
     dense displacement fields in output pixels (the elastic warp).
     """
-    height, width = shape
-    xs, ys = _pixel_grid(height, width)
+    points = _pixel_grid(*shape)
     if dx is not None:
-        xs, ys = xs + dx, ys + dy
-    a = inverse.astype(np.float32)
-    map_x = a[0, 0] * xs + a[0, 1] * ys + a[0, 2]
-    map_y = a[1, 0] * xs + a[1, 1] * ys + a[1, 2]
-    return cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        points = points + np.dstack([dx, dy])
+    coords = cv2.transform(points, inverse.astype(np.float32))  # (H, W, 2) source coordinates
+    return cv2.remap(source, coords, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
