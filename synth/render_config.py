@@ -55,7 +55,7 @@ class Strengths:
     ink: tuple[int, int] = (0, 70)  # ink grey level range (0 = black)
     paper: tuple[int, int] = (215, 255)  # paper grey level range
     gradient: float = 12.0  # max grey-level change of the illumination gradient across the image
-    noise_sigma: tuple[float, float] = (0.0, 4.0)  # Gaussian noise σ range (grey levels); noise also costs PNG bytes
+    noise_sigma: tuple[float, float] = (0.0, 2.5)  # Gaussian noise σ range (grey levels); noise costs PNG bytes
     blur_sigma: tuple[float, float] = (0.0, 0.7)  # Gaussian blur σ range (px); below 0.3 no blur
 
 
