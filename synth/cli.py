@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from synth import __version__, cli_fonts, cli_lexicon
+from synth import __version__, cli_fonts, cli_lexicon, cli_render
 
 app = typer.Typer(
     help="Synthetic handwriting for cross-script word retrieval (English, Spanish, Simplified Chinese).",
@@ -15,6 +15,8 @@ app = typer.Typer(
 )
 app.add_typer(cli_lexicon.app, name="lexicon", help="The trilingual lexicon: build it from sources, print its statistics.")
 app.add_typer(cli_fonts.app, name="fonts", help="The style catalogue: list, fetch, check coverage, pin checksums.")
+for command in (cli_render.render, cli_render.corpus, cli_render.verify, cli_render.preview):
+    app.command(rich_help_panel="Datasets")(command)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,195 @@
+"""`synth render | corpus | verify | preview`: build, check and look at datasets. Parsing and printing only.
+
+Mounted at the root of `synth` (see synth/cli.py); each function here calls one library function.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from synth.catalogue import CatalogueError
+from synth.corpus import load_corpus
+from synth.dataset import build_dataset
+from synth.fetch import FetchError
+from synth.lexicon import LANGS, LexiconError
+from synth.manifest import DatasetError
+from synth.plan import PlanConfig, PlanError
+from synth.progress import progress_bar
+from synth.render_config import ConfigError, load_render_config
+from synth.shards import ShardConfig
+
+app = typer.Typer(no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+_ERRORS = (PlanError, DatasetError, LexiconError, CatalogueError, FetchError, ConfigError)
+
+
+class LangOpt(str, Enum):
+    en = "en"
+    es = "es"
+    zh = "zh"
+    all = "all"
+
+
+class FontsOpt(str, Enum):
+    train = "train"
+    held_out = "held-out"
+    all = "all"
+
+
+class DistortOpt(str, Enum):
+    none = "none"
+    light = "light"
+    default = "default"
+    heavy = "heavy"
+
+
+OutOpt = Annotated[Path, typer.Option("--out", help="Dataset folder (created; resumed if it holds the same dataset).")]
+WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Processes rendering shards (default: the CPU count).", show_default=False)]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a different synth dataset in --out.")]
+LexiconOpt = Annotated[Optional[Path], typer.Option("--lexicon", help="Lexicon TSV (default: lexicon/lexicon.tsv).")]
+CatalogueOpt = Annotated[Optional[Path], typer.Option("--catalogue", help="Catalogue YAML (default: fonts/catalogue.yaml).")]
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True, markup=True)
+    return typer.Exit(1)
+
+
+def _build(out_dir: Path, plan: PlanConfig, distort: str, config: Path | None, shard_config: ShardConfig,
+           workers: int, overwrite: bool, command: str, lexicon: Path | None, catalogue: Path | None) -> None:
+    # A spinner while the plan is made and checked; the bar appears with the first rendered rows, so
+    # input errors print as one line with nothing before it.
+    status = out.status("planning: reading the lexicon, the catalogue and each style's coverage")
+    bar = progress_bar(out, "img")
+    task = None
+
+    def advance(rows: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            status.stop()
+            bar.start()
+            task = bar.add_task("rendering", total=total)
+        bar.update(task, advance=rows)
+
+    try:
+        render_config = load_render_config(distort, config)
+        status.start()
+        result = build_dataset(
+            out_dir, plan, render_config, shard_config=shard_config, lexicon_path=lexicon,
+            catalogue_path=catalogue, workers=workers, overwrite=overwrite, command=command, progress=advance,
+        )
+    except _ERRORS as exc:
+        raise _fail(str(exc).splitlines()[0])
+    finally:
+        status.stop()
+        bar.stop()
+    out.print(f"done: {result.summary()}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def render(
+    out_dir: OutOpt,
+    lang: Annotated[LangOpt, typer.Option("--lang", help="Language of the entries.")] = LangOpt.all,
+    fonts: Annotated[FontsOpt, typer.Option("--fonts", help="Font split of the styles.")] = FontsOpt.train,
+    per_style: Annotated[Optional[int], typer.Option("--per-style", min=1, help="N images of every renderable (entry, style) (the default, with N = 1).")] = None,
+    per_id: Annotated[Optional[int], typer.Option("--per-id", min=1, help="N images per (entry, language), spread evenly over its styles.")] = None,
+    ids: Annotated[str, typer.Option("--ids", help="Lexicon IDs: a range a:b (a..b-1) or a count N (the first N); default: every entry.")] = "",
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Master seed; every sample's seed derives from it.")] = 0,
+    distort: Annotated[DistortOpt, typer.Option("--distort", help="Distortion preset.")] = DistortOpt.default,
+    config: Annotated[Optional[Path], typer.Option("--config", help="Render config YAML applied on top of --distort.")] = None,
+    rows_per_shard: Annotated[int, typer.Option("--rows-per-shard", min=1, help="Rows per Parquet shard.")] = 2000,
+    row_group_size: Annotated[int, typer.Option("--row-group-size", min=1, help="Rows per Parquet row group.")] = 1000,
+    workers: WorkersOpt = os.cpu_count() or 1,
+    overwrite: OverwriteOpt = False,
+    lexicon: LexiconOpt = None,
+    catalogue: CatalogueOpt = None,
+) -> None:
+    """Render lexicon entries in handwriting styles into Parquet shards keyed by semantic ID.
+
+    The same options give the same bytes on any number of workers; re-running an interrupted command
+    completes the missing shards.
+    """
+    if per_style is not None and per_id is not None:
+        raise _fail("give --per-style or --per-id, not both")
+    mode, samples = ("per_id", per_id) if per_id is not None else ("per_style", per_style or 1)
+    try:
+        plan = PlanConfig(langs=LANGS if lang is LangOpt.all else (lang.value,), fonts=fonts.value, ids=ids,
+                          mode=mode, samples=samples, seed=seed, rows_per_shard=rows_per_shard)
+    except PlanError as exc:
+        raise _fail(str(exc))
+    # The command as recorded in the manifest: every option that changes the bytes, none that does not
+    # (--workers, --out, --overwrite), so 1 and N workers write the same manifest.
+    parts = ["synth", "render", "--lang", lang.value, "--fonts", fonts.value, f"--{mode.replace('_', '-')}", str(samples)]
+    parts += ["--ids", ids] if ids else []
+    parts += ["--seed", str(seed), "--distort", distort.value, "--rows-per-shard", str(rows_per_shard),
+              "--row-group-size", str(row_group_size)]
+    parts += ["--config", str(config)] if config else []
+    _build(out_dir, plan, distort.value, config, ShardConfig(row_group_size=row_group_size), workers, overwrite,
+           shlex.join(parts), lexicon, catalogue)
+
+
+@app.command()
+def corpus(
+    name: Annotated[str, typer.Argument(help="Preset: pretrain, in-domain, ood-en, ood-es, ood-zh.")],
+    out_dir: OutOpt,
+    workers: WorkersOpt = os.cpu_count() or 1,
+    overwrite: OverwriteOpt = False,
+    lexicon: LexiconOpt = None,
+    catalogue: CatalogueOpt = None,
+) -> None:
+    """Build a named corpus (synth/configs/corpus/NAME.yaml), e.g. the 262,800-image `pretrain` set."""
+    try:
+        preset = load_corpus(name)
+    except PlanError as exc:
+        raise _fail(str(exc))
+    _build(out_dir, preset.plan, preset.distort, None, ShardConfig(), workers, overwrite,
+           f"synth corpus {shlex.quote(name)}", lexicon, catalogue)
+
+
+@app.command()
+def verify(
+    root: Annotated[Path, typer.Argument(help="Dataset folder (holding manifest.json).")],
+) -> None:
+    """Check a dataset against its manifest: schema, checksums, counts, sort order, every PNG."""
+    from synth.verify import manifest_rows, verify_dataset
+
+    try:
+        total = manifest_rows(root)
+    except DatasetError as exc:
+        raise _fail(str(exc))
+    with progress_bar(out, "img") as bar:
+        task = bar.add_task("verifying", total=total or None)
+        report = verify_dataset(root, lambda rows: bar.advance(task, rows))
+    if not report.ok:
+        for problem in report.problems:
+            err.print(f"[red]problem:[/red] {problem}", highlight=False, soft_wrap=True)
+        raise _fail(f"{root}: {len(report.problems)} problem(s) found")
+    out.print(f"ok: {report.shards} shards, {report.rows:,} rows verified in {root}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def preview(
+    root: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    sheet: Annotated[Path, typer.Option("--out", help="PNG file to write.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Samples on the sheet.")] = 48,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Which samples (seeded draw).")] = 0,
+    columns: Annotated[int, typer.Option("--columns", min=1, help="Images per row.")] = 4,
+    catalogue: CatalogueOpt = None,
+) -> None:
+    """Write a contact sheet of random samples, each labelled with its text, language and style."""
+    from synth.preview import SheetConfig, contact_sheet
+
+    try:
+        image = contact_sheet(root, SheetConfig(n=n, seed=seed, columns=columns), catalogue)
+        image.save(sheet)
+    except (*_ERRORS, OSError) as exc:
+        raise _fail(str(exc).splitlines()[0])
+    out.print(f"wrote {sheet} ({image.width}×{image.height} px)", soft_wrap=True, highlight=False)

@@ -1,0 +1,272 @@
+"""Build a dataset: plan it, claim the output folder, render shards in worker processes, write the record.
+
+Shards are the unit of work. Each worker builds one renderer and renders whole shards, and every sample
+carries its own seed, so the bytes do not depend on the number of workers. The manifest is written
+before the first shard (status "incomplete") and rewritten as each shard lands with its sha256, so a
+re-run of the same command skips the shards already written and ends byte-identical to a run that never
+stopped. Every check that can fail on bad input runs before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import queue as queue_lib
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from synth.card import dataset_card
+from synth.catalogue import load_catalogue
+from synth.lexicon import load_lexicon
+from synth.manifest import (CARD, DATA, MANIFEST, SIZES, DatasetError, config_differences, foreign_files,
+                            make_manifest, read_manifest, remove_ours, sizes, sweep_temp, with_records, write_json,
+                            write_text)
+from synth.plan import PlanConfig, ShardPlan, plan_tasks
+from synth.render_config import RenderConfig
+from synth.shards import ShardConfig, ShardRecord, sample_row, sha256_file, write_shard
+
+REPORT_EVERY = 100  # rows between progress reports from a worker: smooth bar, negligible queue traffic
+
+Progress = Callable[[int, int], None]  # (rows just rendered, rows this run renders); first call (0, total)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    out: Path
+    rows: int
+    shards: int
+    rendered_rows: int  # rows rendered by this run (the rest were already on disk)
+    reused_shards: int
+    skipped_pairs: int
+    seconds: float  # wall time of the whole build
+    render_seconds: float  # wall time spent rendering
+
+    @property
+    def images_per_second(self) -> float:
+        return self.rendered_rows / self.render_seconds if self.render_seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        reused = f" ({self.reused_shards} already present)" if self.reused_shards else ""
+        return (f"{self.rows:,} rows in {self.shards} shards{reused}, {self.skipped_pairs:,} (entry, style) pairs "
+                f"skipped, {self.seconds:.1f} s, {self.images_per_second:,.0f} images/s → {self.out}")
+
+
+def json_ready(data: dict) -> dict:
+    # Tuples become lists, as they will when read back from manifest.json: compare like with like.
+    return json.loads(json.dumps(data))
+
+
+def default_renderer() -> type:
+    from synth.recipe import Renderer  # lazy: planning, verifying and tests need no renderer
+
+    return Renderer
+
+
+def build_dataset(
+    out: Path,
+    plan_config: PlanConfig,
+    render_config: RenderConfig,
+    *,
+    shard_config: ShardConfig = ShardConfig(),
+    lexicon_path: Path | None = None,
+    catalogue_path: Path | None = None,
+    workers: int = 1,
+    overwrite: bool = False,
+    command: str = "",
+    renderer_cls: type | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Render the dataset `plan_config` describes into `out` (resuming it if it is the same dataset).
+
+    Raises PlanError, LexiconError, CatalogueError or FetchError for bad input and DatasetError for an
+    output that cannot be claimed or a render that failed; in every input case before writing anything.
+    """
+    started = time.perf_counter()
+    out = Path(out)
+    renderer_cls = renderer_cls or default_renderer()
+    lexicon = load_lexicon(lexicon_path)
+    catalogue = load_catalogue(catalogue_path)
+    plan = plan_tasks(plan_config, lexicon, catalogue)
+    shards = plan.shards()
+    config = json_ready({
+        "plan": plan_config.to_dict(),
+        "render": render_config.to_dict(),
+        "render_fingerprint": render_config.fingerprint(),
+        "shards": shard_config.to_dict(),
+        "renderer": f"{renderer_cls.__module__}.{renderer_cls.__qualname__}",
+    })
+    renderer_cls(render_config)  # cheap by contract; a bad config fails here, not in a worker
+
+    planned = make_manifest(plan, shards, config, command, lexicon, catalogue)
+
+    def manifest(done: dict[str, ShardRecord]) -> dict:
+        return with_records(planned, done)
+
+    recorded = _claim_output(out, planned, overwrite)
+    try:
+        (out / DATA).mkdir(parents=True, exist_ok=True)
+        sweep_temp(out)
+    except OSError as exc:
+        raise DatasetError(f"cannot write to {out}: {exc.strerror or exc}") from None
+
+    done = {}
+    for shard in shards:  # a shard counts as present only if its bytes match the recorded sha256
+        record = recorded.get(shard.name)
+        path = out / shard.name
+        if record and path.is_file() and sha256_file(path) == record.sha256:
+            done[shard.name] = record
+    try:
+        write_json(out / MANIFEST, manifest(done))  # the plan record, before any shard
+    except OSError as exc:
+        raise DatasetError(f"cannot write to {out}: {exc.strerror or exc}") from None
+
+    jobs = [shard for shard in shards if shard.name not in done]
+    to_render = sum(len(job.tasks) for job in jobs)
+    if progress:
+        progress(0, to_render)
+
+    def landed(record: ShardRecord) -> None:
+        done[record.name] = record
+        write_json(out / MANIFEST, manifest(done))
+
+    render_started = time.perf_counter()
+    _render(jobs, out, renderer_cls, render_config, shard_config, workers, landed,
+            (lambda n: progress(n, to_render)) if progress else (lambda n: None))
+    render_seconds = time.perf_counter() - render_started
+
+    final = manifest(done)
+    write_json(out / SIZES, sizes(final))
+    write_text(out / CARD, dataset_card(final, plan, lexicon, catalogue))
+    write_json(out / MANIFEST, final)  # last: "complete" means every file above is in place
+    return BuildResult(
+        out=out, rows=len(plan.tasks), shards=len(shards), rendered_rows=to_render,
+        reused_shards=len(shards) - len(jobs), skipped_pairs=plan.skipped_pairs,
+        seconds=time.perf_counter() - started, render_seconds=render_seconds,
+    )
+
+
+def _claim_output(out: Path, planned: dict, overwrite: bool) -> dict[str, ShardRecord]:
+    """Check that `out` may receive this dataset; return shard records of a run to resume."""
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"output {out} exists and is not a folder")
+    if not out.exists() or not any(out.iterdir()):
+        return {}
+    if not (out / MANIFEST).exists():
+        raise DatasetError(f"output {out} is not empty and holds no synth dataset (no {MANIFEST}); choose an empty or new folder")
+    try:
+        existing = read_manifest(out)
+    except DatasetError as exc:
+        if not overwrite:
+            raise DatasetError(f"{exc}; pass --overwrite to replace the dataset") from None
+        existing = {}  # ours by its file names; replaced below if nothing foreign sits beside it
+    if existing.get("fingerprint") == planned["fingerprint"]:
+        return {
+            e["name"]: ShardRecord(e["name"], e["rows"], e["sha256"], e["semantic_id_min"], e["semantic_id_max"])
+            for e in existing.get("shards", []) if e.get("sha256")
+        }
+    if not overwrite:
+        changed = config_differences(existing.get("config", {}), planned["config"])
+        what = f"config differs in {', '.join(changed[:4])}" if changed else "lexicon, catalogue or synth version differs"
+        raise DatasetError(f"output {out} holds a different dataset ({what}); pass --overwrite to replace it, or choose another folder")
+    foreign = foreign_files(out)
+    if foreign:
+        raise DatasetError(
+            f"output {out} holds files that are not part of a synth dataset ({', '.join(foreign[:5])}); "
+            f"refusing to overwrite — move them or choose another folder"
+        )
+    remove_ours(out)
+    return {}
+
+
+# --- rendering: the same shard function in-process (1 worker) and in each pool worker -----------------
+
+_WORKER: dict = {}  # per-process state, set by _init_worker
+
+
+def _init_worker(renderer_cls: type, render_config: RenderConfig, shard_config: ShardConfig, out: str, report) -> None:
+    _WORKER.update(renderer=renderer_cls(render_config), shard_config=shard_config, out=Path(out), report=report)
+
+
+def _report_to_queue(n: int) -> None:
+    _WORKER["report"].put(n)
+
+
+def _worker_shard(shard: ShardPlan) -> ShardRecord:
+    return render_shard(shard, _WORKER["renderer"], _WORKER["shard_config"], _WORKER["out"], _report_to_queue)
+
+
+def render_shard(shard: ShardPlan, renderer, shard_config: ShardConfig, out: Path, report: Callable[[int], None]) -> ShardRecord:
+    """Render every task of one shard and write it; `report(n)` is called every REPORT_EVERY rows."""
+    rows = []
+    for i, task in enumerate(shard.tasks, start=1):
+        image, params = renderer.render(task)
+        rows.append(sample_row(
+            image, params, semantic_id=task.semantic_id, lang=task.lang, text=task.text, style=task.style.id,
+            style_kind=task.style.kind, split=task.style.split.value, seed=task.seed,
+            png_level=shard_config.png_compression,
+        ))
+        if i % REPORT_EVERY == 0:
+            report(REPORT_EVERY)
+    record = write_shard(out, shard.name, rows, shard_config)
+    if len(rows) % REPORT_EVERY:
+        report(len(rows) % REPORT_EVERY)
+    return record
+
+
+def _render(jobs: list[ShardPlan], out: Path, renderer_cls: type, render_config: RenderConfig,
+            shard_config: ShardConfig, workers: int, landed: Callable[[ShardRecord], None],
+            report: Callable[[int], None]) -> None:
+    if not jobs:
+        return
+    if workers <= 1 or len(jobs) == 1:
+        renderer = renderer_cls(render_config)
+        for shard in jobs:
+            try:
+                record = render_shard(shard, renderer, shard_config, out, report)
+            except Exception as exc:
+                raise DatasetError(f"rendering {shard.name} failed: {type(exc).__name__}: {exc}") from exc
+            landed(record)
+        return
+    # spawn, not fork: the CLI's progress bar runs a thread, and forking a threaded process can deadlock.
+    ctx = mp.get_context("spawn")
+    reports = ctx.Queue()
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
+        initargs=(renderer_cls, render_config, shard_config, str(out), reports),
+    )
+    pending = {pool.submit(_worker_shard, shard): shard for shard in jobs}
+    try:
+        while pending:
+            finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(reports, report)
+            for future in finished:
+                shard = pending.pop(future)
+                try:
+                    landed(future.result())
+                except BrokenProcessPool:
+                    raise DatasetError(
+                        f"a worker process died while rendering {shard.name}; finished shards are kept — "
+                        f"re-run the same command to resume"
+                    ) from None
+                except DatasetError:
+                    raise
+                except Exception as exc:
+                    raise DatasetError(f"rendering {shard.name} failed: {type(exc).__name__}: {exc}") from exc
+        _drain(reports, report)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        reports.close()
+        sweep_temp(out)  # a killed worker leaves its half-written temporary behind
+
+
+def _drain(reports, report: Callable[[int], None]) -> None:
+    while True:
+        try:
+            n = reports.get_nowait()
+        except queue_lib.Empty:
+            return
+        report(n)

@@ -1,0 +1,177 @@
+"""The dataset's own record: `manifest.json`, `sizes.json`, and which files in an output folder are ours.
+
+The manifest is written first (status "incomplete", shard checksums filled in as shards land) and last
+(status "complete"). It holds no timestamps, host names or absolute paths, so a run interrupted and
+resumed ends with the same bytes as one that never stopped. Its `fingerprint` covers everything that
+changes what gets rendered; a folder whose fingerprint differs is another dataset and is not touched
+without an explicit overwrite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+from synth import __version__
+from synth.catalogue import Catalogue
+from synth.lexicon import Lexicon
+from synth.plan import SERIES, Plan, ShardPlan
+from synth.shards import ShardRecord, is_temp_name
+
+FORMAT = "synth-dataset/1"
+MANIFEST = "manifest.json"
+SIZES = "sizes.json"
+CARD = "README.md"
+DATA = "data"
+_SHARD_NAME = re.compile(rf"^({'|'.join(SERIES.values())})-\d{{5}}-of-\d{{5}}\.parquet$")
+
+
+class DatasetError(RuntimeError):
+    """The dataset cannot be built, resumed or replaced as asked; the message is one line."""
+
+
+def fingerprint(config: dict, lexicon: Lexicon, catalogue: Catalogue) -> str:
+    """sha256 over what decides the bytes: the full config, the lexicon, the catalogue, the version."""
+    payload = {"config": config, "lexicon": lexicon.sha256, "catalogue": catalogue.sha256, "synth": __version__}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def make_manifest(plan: Plan, shards: list[ShardPlan], config: dict, command: str, lexicon: Lexicon,
+                  catalogue: Catalogue) -> dict:
+    """The manifest for `plan` before any shard is written (see `with_records`)."""
+    rows_by_style = Counter(t.style.id for t in plan.tasks)
+    shard_entries = [
+        {"name": s.name, "rows": len(s.tasks), "sha256": None, "semantic_id_min": s.id_range[0],
+         "semantic_id_max": s.id_range[1]}
+        for s in shards
+    ]
+    return {
+        "format": FORMAT,
+        "status": "incomplete",
+        "synth_version": __version__,
+        "command": command,
+        "fingerprint": fingerprint(config, lexicon, catalogue),
+        "config": config,
+        "lexicon": {"file": lexicon.path.name, "sha256": lexicon.sha256, "entries": len(lexicon)},
+        "catalogue": {"file": catalogue.path.name, "sha256": catalogue.sha256},
+        "counts": {
+            "rows": len(plan.tasks),
+            "shards": len(shards),
+            "ids": [plan.ids.start, plan.ids.stop],
+            "by_lang": dict(sorted(Counter(t.lang for t in plan.tasks).items())),
+            "by_split": dict(sorted(Counter(t.style.split.value for t in plan.tasks).items())),
+        },
+        "styles": {
+            s.id: {"family": s.family, "kind": s.kind, "split": s.split.value, "licence": s.licence,
+                   "rows": rows_by_style.get(s.id, 0)}
+            for s in plan.styles
+        },
+        "skipped": {
+            "pairs": plan.skipped_pairs,
+            "by_lang_style": plan.skipped,
+            "ids_without_style": plan.unrenderable,
+        },
+        "shards": shard_entries,
+    }
+
+
+def with_records(manifest: dict, done: dict[str, ShardRecord]) -> dict:
+    """`manifest` with the sha256 of each shard written so far; "complete" once every shard has one."""
+    shards = [{**e, "sha256": done[e["name"]].sha256 if e["name"] in done else None} for e in manifest["shards"]]
+    complete = all(e["sha256"] for e in shards)
+    return {**manifest, "status": "complete" if complete else "incomplete", "shards": shards}
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomic JSON write: a reader sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def sizes(manifest: dict) -> dict[str, int]:
+    """sizes.json: shard name → rows, so a trainer knows an epoch's length without opening shards."""
+    return {entry["name"]: entry["rows"] for entry in manifest["shards"]}
+
+
+def read_manifest(root: Path) -> dict | None:
+    """The manifest in `root`, None if there is none; DatasetError if it is unreadable."""
+    path = root / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path}: unreadable manifest ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise DatasetError(f"{path}: not a synth dataset manifest (format {FORMAT!r} expected)")
+    return data
+
+
+def foreign_files(root: Path) -> list[str]:
+    """Paths under `root` that a synth dataset does not write (what an overwrite must never delete)."""
+    foreign = []
+    for entry in sorted(root.iterdir()):
+        name = entry.name
+        if name in (MANIFEST, SIZES, CARD) and entry.is_file() or _is_our_temp(name):
+            continue
+        if name == DATA and entry.is_dir():
+            foreign += [f"{DATA}/{p.name}" for p in sorted(entry.iterdir())
+                        if not (p.is_file() and (_SHARD_NAME.match(p.name) or is_temp_name(p.name)))]
+            continue
+        foreign.append(name)
+    return foreign
+
+
+def _is_our_temp(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp") and any(
+        name.startswith(f".{ours}.") for ours in (MANIFEST, SIZES, CARD))
+
+
+def remove_ours(root: Path) -> None:
+    """Delete a dataset's files from `root`; callers check `foreign_files` first."""
+    data = root / DATA
+    if data.is_dir():
+        for p in data.iterdir():
+            p.unlink()
+        data.rmdir()
+    for p in root.iterdir():
+        if p.name in (MANIFEST, SIZES, CARD) or _is_our_temp(p.name):
+            p.unlink()
+
+
+def sweep_temp(root: Path) -> None:
+    """Remove shard temporaries left by a process that was killed before its rename."""
+    data = root / DATA
+    if data.is_dir():
+        for p in data.iterdir():
+            if is_temp_name(p.name):
+                p.unlink(missing_ok=True)
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted names of config fields that differ, for a refusal message that says what changed."""
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}")
+    return diffs
