@@ -57,7 +57,15 @@ class OutlineFace:
             ascent, _ = font.getmetrics()
             core, (left, top) = font.getmask2(char, mode="L")
             mask = np.asarray(Image.Image()._new(core)) if core.size[0] and core.size[1] else np.zeros((0, 0), np.uint8)
-            glyph = Glyph(mask, left, top - ascent, font.getlength(char))
+            # Pillow's mask can carry empty rows and columns (a whole line box for 一): crop to the ink,
+            # so layouts measure the true ink box the word is fitted by.
+            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            if rows.size:
+                mask = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+                left, top = left + int(cols[0]), top + int(rows[0])
+            else:
+                mask = np.zeros((0, 0), np.uint8)
+            glyph = Glyph(np.ascontiguousarray(mask), left, top - ascent, font.getlength(char))
             self._glyphs[key] = glyph
         return glyph
 

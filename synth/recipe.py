@@ -24,6 +24,8 @@ from synth.glyphs import REFERENCE_SIZE, compose_outline, layout_outline, layout
 from synth.render_config import RenderConfig
 from synth.warp import dense_field, warp
 
+MIN_FIT_EM = 0.5  # the shortest ink box height (em) a word is fitted as
+
 # Extra space (em) between stroke-font glyphs: Hanzi Writer boxes touch, Hershey glyphs sit tight.
 STROKE_TRACKING = {"latin": 0.02, "han": 0.08}
 
@@ -48,14 +50,18 @@ class Renderer:
     def _draw(self, name: str, sampler, rng, *args) -> dict | None:
         return sampler(rng, self.config.strengths, *args) if name in self.on else None
 
-    def _fit(self, corners: np.ndarray, size: dict | None) -> tuple[float, float, float]:
-        """Scale and offset placing points with bounding box `corners` (N, 2) on the canvas."""
+    def _fit(self, corners: np.ndarray, size: dict | None, em: float) -> tuple[float, float, float]:
+        """Scale and offset placing points with bounding box `corners` (N, 2) on the canvas.
+
+        The ink box fills the height, but never counts as less than MIN_FIT_EM em tall: a flat word
+        (一, "—", "no" in a small-x-height font) keeps a handwriting size instead of being blown up.
+        """
         cfg = self.config
         x0, y0 = corners.min(axis=0)
         x1, y1 = corners.max(axis=0)
         box_h, box_w = cfg.height - 2 * cfg.margin, cfg.width - 2 * cfg.margin
         factor = size["factor"] if size else 1.0
-        scale = min(box_h * factor / max(y1 - y0, 1e-6), box_w / max(x1 - x0, 1e-6))
+        scale = min(box_h * factor / max(y1 - y0, MIN_FIT_EM * em), box_w / max(x1 - x0, 1e-6))
         left = cfg.margin if cfg.align == "left" else (cfg.width - (x1 - x0) * scale) / 2
         return scale, left - x0 * scale, cfg.height / 2 - (y0 + y1) / 2 * scale
 
@@ -75,12 +81,12 @@ class Renderer:
             params["rotate"] = self._draw("rotate", Rotate.sample, rng)
             linear = geometry(params["slant"], params["rotate"])
             corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[0], box[3]], [box[2], box[3]]]) @ linear.T
-            scale, _, _ = self._fit(corners, params["size"])
+            scale, _, _ = self._fit(corners, params["size"], REFERENCE_SIZE)
             raster = raster_size(REFERENCE_SIZE * scale)
             placed, box = layout_outline(face, task.text, raster, params["glyph_jitter"])
             source, origin = compose_outline(placed, box)
             corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[0], box[3]], [box[2], box[3]]]) @ linear.T
-            scale, tx, ty = self._fit(corners, params["size"])
+            scale, tx, ty = self._fit(corners, params["size"], raster)
             forward = np.hstack([linear * scale, [[tx], [ty]]])  # layout px → output px
             forward[:, 2] += forward[:, :2] @ np.asarray(origin)  # source raster px → output px
         else:
@@ -100,7 +106,7 @@ class Renderer:
             half_pen = pen_em / 2
             allpts = np.vstack(moved)
             corners = np.vstack([allpts.min(axis=0) - half_pen, allpts.max(axis=0) + half_pen])
-            scale, tx, ty = self._fit(corners, params["size"])
+            scale, tx, ty = self._fit(corners, params["size"], 1.0)
             source = np.zeros((cfg.height, cfg.width), np.uint8)
             Pen.apply(source, [pts * scale + (tx, ty) for pts in moved], pen_em * scale, params["pen"])
             forward = np.array([[1.0, 0, 0], [0, 1.0, 0]])  # already drawn in output px
