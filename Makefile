@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-deps fonts demo test lexicon clean-cache
+.PHONY: setup system-deps fonts demo test bench lexicon
 
 setup: $(VENV)/.installed fonts  ## Python packages into .venv, fonts into the cache ($SYNTH_CACHE)
 
@@ -20,16 +20,22 @@ $(VENV)/.installed: pyproject.toml | system-deps
 	$(BIN)/pip install -q --no-binary elasticdeform -e '.[test,lexicon]'
 	touch $@
 
-fonts: $(VENV)/.installed | system-deps  ## install every catalogue style (first run ~6 min, then seconds)
+fonts: $(VENV)/.installed | system-deps  ## install every catalogue style (first run ~3 min, then seconds)
 	$(BIN)/synth fonts fetch
 
-demo: setup  ## the main job on the embedded defaults
+demo: setup  ## the main job on the embedded defaults: check the assets, render a small corpus, look at it
 	$(BIN)/synth lexicon stats
-	$(BIN)/synth fonts list --split held-out
 	$(BIN)/synth fonts check
+	$(BIN)/synth render --lang all --fonts train --per-id 4 --ids 0:60 --out out/demo
+	$(BIN)/synth verify out/demo
+	$(BIN)/synth preview out/demo --out out/demo-sheet.png
+	@echo "demo: corpus in out/demo (data/*.parquet, manifest.json, README.md), contact sheet out/demo-sheet.png"
 
 test: setup  ## the test suite (CI runs exactly this)
 	$(BIN)/python -m pytest
+
+bench: setup  ## speed: our renderer beside TRDG and SynthTIGER (own venvs), and the full pretrain corpus
+	$(BIN)/python tests/benchmarks/bench.py --seconds 20 --repeats 2 --corpus --json out/bench.json
 
 lexicon: $(VENV)/.installed | system-deps  ## rebuild lexicon/lexicon.tsv from its sources (see docs/lexicon.md)
 	$(BIN)/synth lexicon build --force

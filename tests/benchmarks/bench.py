@@ -133,6 +133,7 @@ def main(argv=None) -> int:
     if args.corpus:
         results["corpus-pretrain"] = time_corpus()
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
     return 0
 
