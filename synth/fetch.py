@@ -183,11 +183,13 @@ def pin_digest(style: Style) -> str:
     return source_digest(pkg, style.file)
 
 
-def install_styles(styles: list[Style], workers: int = 1, on_done=None) -> list[Installed]:
+def install_styles(styles: list[Style], workers: int = 1, on_done=None, start_method: str = "spawn") -> list[Installed]:
     """Install several styles, `workers` at a time (merging CJK pieces is CPU-bound: use processes).
 
     `on_done(installed)` is called as each finishes. The first failure cancels what has not started
     and is raised; styles already finished stay installed (each install is atomic on its own).
+    Workers are spawned, not forked: the caller's progress bar runs a thread, and forking a threaded
+    process can deadlock.
     """
     results: dict[str, Installed] = {}
     if workers <= 1 or len(styles) <= 1:
@@ -195,9 +197,10 @@ def install_styles(styles: list[Style], workers: int = 1, on_done=None) -> list[
             results[style.id] = install_style(style)
             on_done and on_done(results[style.id])
     else:
+        import multiprocessing
         from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(start_method)) as pool:
             pending = {pool.submit(install_style, style) for style in styles}
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)

@@ -120,11 +120,12 @@ def test_parallel_install_keeps_order_and_raises_the_first_failure(tmp_path, pac
     a = _style(tmp_path, package, id="a", family="A", file="files/a.ttf")
     b = _style(tmp_path, package, id="b", family="B", file="files/b.ttf")
     seen = []
-    done = install_styles([a, b], workers=2, on_done=lambda i: seen.append(i.style.id))
+    # fork, so the workers inherit this test's stand-in package (the CLI spawns)
+    done = install_styles([a, b], workers=2, on_done=lambda i: seen.append(i.style.id), start_method="fork")
     assert [i.covered for i in done] == [frozenset("a"), frozenset("b")] and sorted(seen) == ["a", "b"]
     bad = _style(tmp_path, package, id="c", family="C", file="files/a.ttf", sha256="e" * 64)
     with pytest.raises(FetchError, match="style c: checksum mismatch"):
-        install_styles([bad, b], workers=2)
+        install_styles([bad, b], workers=2, start_method="fork")
 
 
 def test_damaged_sources_are_fetch_errors(tmp_path, package):
