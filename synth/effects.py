@@ -168,13 +168,15 @@ def noise_tile() -> np.ndarray:
 
 
 class Noise:
-    """Gaussian noise of a drawn σ; the field is the noise tile at a drawn offset (top, left)."""
+    """Gaussian noise (with probability noise_p) of a drawn σ: the noise tile at a drawn offset (top, left)."""
 
     @staticmethod
     def sample(rng: np.random.Generator, s: Strengths, shape: tuple[int, int]) -> dict:
         rows, cols = NOISE_TILE_SHAPE
         if shape[0] > rows or shape[1] > cols:
             raise ValueError(f"canvas {shape[1]}x{shape[0]} is larger than the noise tile {cols}x{rows}")
+        if rng.random() >= s.noise_p:
+            return {"sigma": 0.0}
         return {
             "sigma": _r(rng.uniform(*s.noise_sigma), 2),
             "offset": [int(rng.integers(rows - shape[0] + 1)), int(rng.integers(cols - shape[1] + 1))],
@@ -192,19 +194,29 @@ def _ramps(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return np.linspace(-0.5, 0.5, width, dtype=np.float32), np.linspace(-0.5, 0.5, height, dtype=np.float32)[:, None]
 
 
+@lru_cache(maxsize=4096)
+def _tone(paper: int, ink: int) -> np.ndarray:
+    """256-entry table from ink coverage (0 = paper, 255 = full ink) to grey level."""
+    return np.rint(paper - np.arange(256) * ((paper - ink) / 255)).astype(np.uint8)
+
+
 def appearance(coverage: np.ndarray, ink: dict | None, paper: dict | None, noise: dict | None, blur: dict | None) -> np.ndarray:
-    """Grey image from an ink coverage map (uint8, 255 = full ink): paper, ink, gradient, noise, blur."""
+    """Grey image from an ink coverage map (uint8, 255 = full ink): ink on paper, blur, then light and noise.
+
+    The optics blur the page; the illumination gradient and the sensor noise come after, unblurred.
+    """
     height, width = coverage.shape
-    ink_level = ink["level"] if ink else 0
-    paper_level = np.float32(paper["level"] if paper else 255)
-    if paper and any(paper["gradient"]):
-        ramp_x, ramp_y = _ramps(height, width)
-        paper_level = paper_level + ramp_x * np.float32(paper["gradient"][0]) + ramp_y * np.float32(paper["gradient"][1])
-    c = coverage.astype(np.float32) * np.float32(1 / 255)
-    image = paper_level - c * (paper_level - np.float32(ink_level))
-    if noise and noise["sigma"] > 0:
-        top, left = noise["offset"]
-        image += noise_tile()[top:top + height, left:left + width] * np.float32(noise["sigma"])
+    image = cv2.LUT(coverage, _tone(paper["level"] if paper else 255, ink["level"] if ink else 0))
     if blur and blur["sigma"] >= 0.3:
         image = cv2.GaussianBlur(image, (0, 0), blur["sigma"])
-    return np.clip(image, 0, 255).astype(np.uint8)
+    shade = None
+    if paper and any(paper["gradient"]):
+        ramp_x, ramp_y = _ramps(height, width)
+        shade = ramp_x * np.float32(paper["gradient"][0]) + ramp_y * np.float32(paper["gradient"][1])
+    if noise and noise["sigma"] > 0:
+        top, left = noise["offset"]
+        grain = noise_tile()[top:top + height, left:left + width] * np.float32(noise["sigma"])
+        shade = grain if shade is None else shade + grain
+    if shade is not None:
+        image = cv2.add(image, shade, dtype=cv2.CV_8U)  # saturating: stays within 0..255
+    return image

@@ -50,15 +50,19 @@ class Renderer:
     def _draw(self, name: str, sampler, rng, *args) -> dict | None:
         return sampler(rng, self.config.strengths, *args) if name in self.on else None
 
-    def _fit(self, corners: np.ndarray, size: dict | None, em: float) -> tuple[float, float, float]:
-        """Scale and offset placing points with bounding box `corners` (N, 2) on the canvas.
+    def _fit(self, box: tuple[float, float, float, float], size: dict | None, em: float, linear=None) -> tuple[float, float, float]:
+        """Scale and offset placing ink box `box` (x0, y0, x1, y1), mapped by 2×2 `linear`, on the canvas.
 
         The ink box fills the height, but never counts as less than MIN_FIT_EM em tall: a flat word
         (一, "—", "no" in a small-x-height font) keeps a handwriting size instead of being blown up.
         """
         cfg = self.config
-        x0, y0 = corners.min(axis=0)
-        x1, y1 = corners.max(axis=0)
+        x0, y0, x1, y1 = box
+        if linear is not None:  # the box of the mapped corners; plain floats beat NumPy at this size
+            (a, b), (c, d) = linear.tolist()
+            xs = (a * x0 + b * y0, a * x1 + b * y0, a * x0 + b * y1, a * x1 + b * y1)
+            ys = (c * x0 + d * y0, c * x1 + d * y0, c * x0 + d * y1, c * x1 + d * y1)
+            x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
         box_h, box_w = cfg.height - 2 * cfg.margin, cfg.width - 2 * cfg.margin
         factor = size["factor"] if size else 1.0
         scale = min(box_h * factor / max(y1 - y0, MIN_FIT_EM * em), box_w / max(x1 - x0, 1e-6))
@@ -80,15 +84,13 @@ class Renderer:
             params["slant"] = self._draw("slant", Slant.sample, rng)
             params["rotate"] = self._draw("rotate", Rotate.sample, rng)
             linear = geometry(params["slant"], params["rotate"])
-            corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[0], box[3]], [box[2], box[3]]]) @ linear.T
-            scale, _, _ = self._fit(corners, params["size"], REFERENCE_SIZE)
+            scale, _, _ = self._fit(box, params["size"], REFERENCE_SIZE, linear)
             raster = raster_size(REFERENCE_SIZE * scale)
             placed, box = layout_outline(face, task.text, raster, params["glyph_jitter"])
             source, origin = compose_outline(placed, box)
-            corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[0], box[3]], [box[2], box[3]]]) @ linear.T
-            scale, tx, ty = self._fit(corners, params["size"], raster)
+            scale, tx, ty = self._fit(box, params["size"], raster, linear)
             forward = np.hstack([linear * scale, [[tx], [ty]]])  # layout px → output px
-            forward[:, 2] += forward[:, :2] @ np.asarray(origin)  # source raster px → output px
+            forward[:, 2] += forward[:, :2] @ origin  # source raster px → output px
         else:
             script = "han" if "han" in style.scripts and task.lang == "zh" else "latin"
             strokes, _ = layout_strokes(face, task.text, params["glyph_jitter"], STROKE_TRACKING[script])
@@ -105,8 +107,8 @@ class Renderer:
             moved = [pts @ linear.T for pts in strokes]
             half_pen = pen_em / 2
             allpts = np.vstack(moved)
-            corners = np.vstack([allpts.min(axis=0) - half_pen, allpts.max(axis=0) + half_pen])
-            scale, tx, ty = self._fit(corners, params["size"], 1.0)
+            (x0, y0), (x1, y1) = allpts.min(axis=0) - half_pen, allpts.max(axis=0) + half_pen
+            scale, tx, ty = self._fit((x0, y0, x1, y1), params["size"], 1.0)
             source = np.zeros((cfg.height, cfg.width), np.uint8)
             Pen.apply(source, [pts * scale + (tx, ty) for pts in moved], pen_em * scale, params["pen"])
             forward = np.array([[1.0, 0, 0], [0, 1.0, 0]])  # already drawn in output px

@@ -55,7 +55,8 @@ class Strengths:
     ink: tuple[int, int] = (0, 70)  # ink grey level range (0 = black)
     paper: tuple[int, int] = (215, 255)  # paper grey level range
     gradient: float = 12.0  # max grey-level change of the illumination gradient across the image
-    noise_sigma: tuple[float, float] = (0.0, 2.5)  # Gaussian noise σ range (grey levels); noise costs PNG bytes
+    noise_p: float = 0.5  # share of samples with any noise: many scans are clean, and noise costs PNG bytes
+    noise_sigma: tuple[float, float] = (0.0, 2.5)  # Gaussian noise σ range (grey levels) when there is noise
     blur_sigma: tuple[float, float] = (0.0, 0.7)  # Gaussian blur σ range (px); below 0.3 no blur
 
 
@@ -119,6 +120,8 @@ def _validate(cfg: RenderConfig, where: str) -> RenderConfig:
         low, high = getattr(s, name)
         if low > high or low < 0:
             raise ConfigError(f"{where}: strengths.{name} must be a [low, high] range with 0 ≤ low ≤ high")
+    if not 0 <= s.noise_p <= 1:
+        raise ConfigError(f"{where}: strengths.noise_p must be a probability in [0, 1]")
     if s.ink[1] >= s.paper[0]:
         raise ConfigError(f"{where}: strengths.ink must stay darker than strengths.paper")
     if min(s.elastic_grid) < 2:
