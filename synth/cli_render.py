@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from synth.catalogue import CatalogueError
+from synth.cli_fonts import SplitOpt as FontsOpt  # the same three font splits
 from synth.corpus import load_corpus
 from synth.dataset import build_dataset
 from synth.fetch import FetchError
@@ -35,12 +36,6 @@ class LangOpt(str, Enum):
     en = "en"
     es = "es"
     zh = "zh"
-    all = "all"
-
-
-class FontsOpt(str, Enum):
-    train = "train"
-    held_out = "held-out"
     all = "all"
 
 

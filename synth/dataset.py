@@ -27,7 +27,8 @@ from synth.manifest import (CARD, DATA, MANIFEST, SIZES, DatasetError, config_di
                             write_text)
 from synth.plan import PlanConfig, ShardPlan, plan_tasks
 from synth.render_config import RenderConfig
-from synth.shards import ShardConfig, ShardRecord, sample_row, sha256_file, write_shard
+from synth.checksums import sha256_file
+from synth.shards import ShardConfig, ShardRecord, sample_row, write_shard
 
 REPORT_EVERY = 100  # rows between progress reports from a worker: smooth bar, negligible queue traffic
 

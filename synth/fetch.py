@@ -9,7 +9,6 @@ second run checks local files only and never touches the network.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from fontTools.merge import Merger
 from fontTools.ttLib import TTFont
 
 from synth.catalogue import Style, source_digest
+from synth.checksums import sha256_file
 from synth.coverage import outline_coverage, stroke_coverage
 from synth.packages import debian_package, npm_package
 from synth.strokes import StrokeFormatError, read_hanzi_writer, read_svg_font
@@ -50,14 +50,6 @@ def stamp_path(style: Style) -> Path:
     return style.cache_path.with_name(f"{style.id}.stamp.json")
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def package_dir(style: Style) -> Path:
     fetch = npm_package if style.source == "npm" else debian_package
     return fetch(style.package, style.version)
@@ -72,7 +64,7 @@ def read_installed(style: Style) -> Installed | None:
         return None
     if meta.get("source_sha256") != style.sha256 or not style.cache_path.is_file():
         return None
-    if _sha256_file(style.cache_path) != meta.get("sha256"):
+    if sha256_file(style.cache_path) != meta.get("sha256"):
         raise FetchError(
             f"style {style.id}: cached file {style.cache_path} is corrupt (sha256 differs from its stamp); "
             f"delete it and run `synth fonts fetch` again"
@@ -154,7 +146,7 @@ def install_style(style: Style) -> Installed:
             "version": style.version,
             "file": style.file,
             "source_sha256": style.sha256,
-            "sha256": _sha256_file(tmp),
+            "sha256": sha256_file(tmp),
             "covered": "".join(sorted(covered)),
         }
         os.replace(tmp, out)

@@ -7,7 +7,6 @@ groups by ID. Nothing written depends on time or process: the same rows give the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -18,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synth.checksums import sha256_file
 from synth.schema import (HEIGHT, IMAGE, LANG, PARAMS, SCHEMA, SEED, SEMANTIC_ID, SPLIT, STYLE, STYLE_KIND,
                           TEXT, WIDTH)
 
@@ -76,14 +76,6 @@ def rows_to_table(rows: list[dict]) -> pa.Table:
     """Rows (dicts keyed by the schema's column names) → a table with SCHEMA and its metadata."""
     columns = {name: [row[name] for row in rows] for name in SCHEMA.names}
     return pa.Table.from_pydict(columns, schema=SCHEMA)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def temp_name(final: Path) -> Path:

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from synth.manifest import DATA, MANIFEST, SIZES, DatasetError, read_manifest, sizes
 from synth.plan import SERIES
 from synth.schema import HEIGHT, IMAGE, SCHEMA, SEMANTIC_ID, SPLIT, WIDTH
-from synth.shards import sha256_file
+from synth.checksums import sha256_file
 
 _SPLIT_OF_SERIES = {series: split.value for split, series in SERIES.items()}
 MAX_LISTED = 5  # bad rows named per shard before summarising; enough to locate a problem

@@ -19,7 +19,7 @@ from synth.manifest import DatasetError
 from synth.plan import PlanConfig, PlanError
 from synth.render_config import load_render_config
 from synth.schema import SCHEMA, WIDTH
-from synth.shards import sha256_file
+from synth.checksums import sha256_file
 from synth.verify import verify_dataset
 from tests.conftest import write_catalogue
 from tests.dataset_fixtures import DoubleRenderer, make_world, small_config
