@@ -14,7 +14,10 @@ runner = CliRunner()
 
 @pytest.fixture
 def setup(tmp_path, monkeypatch):
-    """Two Latin styles in a fake package: one full, one lacking ñ; a three-entry lexicon."""
+    """Two Latin styles in a fake package: one full, one lacking ñ; a three-entry lexicon.
+
+    Fetches run with --workers 1: spawned workers would not see this test's stand-in package.
+    """
     pkg = tmp_path / "pkg"
     pkg.mkdir()
     full = "".join(sorted(LATIN_REQUIRED))
@@ -42,14 +45,14 @@ def test_list_filters_and_json(setup):
 
 def test_pin_then_fetch_then_check(setup):
     tmp_path, catalogue, lexicon = setup
-    result = runner.invoke(app, ["fetch", "--catalogue", str(catalogue)])
+    result = runner.invoke(app, ["fetch", "--catalogue", str(catalogue), "--workers", "1"])
     assert result.exit_code == 1 and "no-enye has no sha256" in result.output
     result = runner.invoke(app, ["pin", "--catalogue", str(catalogue)])
     assert result.exit_code == 0 and "pinned 1 style(s), 1 checksum(s) changed" in result.output
     assert load_catalogue(catalogue).get("no-enye").sha256
-    result = runner.invoke(app, ["fetch", "--catalogue", str(catalogue)])
+    result = runner.invoke(app, ["fetch", "--catalogue", str(catalogue), "--workers", "1"])
     assert result.exit_code == 0 and "2 fetched, 0 already installed" in result.output
-    result = runner.invoke(app, ["fetch", "--catalogue", str(catalogue)])
+    result = runner.invoke(app, ["fetch", "--catalogue", str(catalogue), "--workers", "1"])
     assert "0 fetched, 2 already installed" in result.output
 
     result = runner.invoke(app, ["check", "--catalogue", str(catalogue), "--lexicon", str(lexicon), "--json"])
@@ -65,7 +68,7 @@ def test_pin_then_fetch_then_check(setup):
 def test_checksum_mismatch_exits_with_one_line(setup):
     tmp_path, catalogue, _ = setup
     bad = write_catalogue(tmp_path / "bad.yaml", [style_entry(id="full", family="Full", file="full.ttf", sha256="a" * 64)])
-    result = runner.invoke(app, ["fetch", "--catalogue", str(bad)])
+    result = runner.invoke(app, ["fetch", "--catalogue", str(bad), "--workers", "1"])
     assert result.exit_code == 1
     assert "checksum mismatch" in result.output and "Traceback" not in result.output
 
