@@ -17,7 +17,7 @@ system-deps:
 $(VENV)/.installed: pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q --no-binary elasticdeform -e '.[test,lexicon]'
+	$(BIN)/pip install -q --no-binary elasticdeform -e '.[test,lexicon,train]'
 	touch $@
 
 fonts: $(VENV)/.installed | system-deps  ## install every catalogue style (first run ~3 min, then seconds)

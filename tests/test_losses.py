@@ -1,0 +1,205 @@
+"""train.losses against brute-force double loops over the batch (DESIGN.md §2 definitions)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from train.losses import InfoNCE, InvarianceLoss, LogitScale, RetrievalLoss  # noqa: E402
+
+SEEDS = range(5)
+
+
+def make_batch(seed: int, b: int = 12, d: int = 8, n_ids: int = 4, dtype=torch.float64):
+    """L2-normalised (B, D) image and text embeddings and (B,) semantic IDs with repeats."""
+    g = torch.Generator().manual_seed(seed)
+    v = torch.nn.functional.normalize(torch.randn(b, d, generator=g, dtype=dtype), dim=1)
+    t = torch.nn.functional.normalize(torch.randn(b, d, generator=g, dtype=dtype), dim=1)
+    y = torch.randint(0, n_ids, (b,), generator=g)
+    return v, t, y
+
+
+def dot(a, b) -> float:
+    return sum(x * y for x, y in zip(a, b))
+
+
+def brute_infonce(queries, keys, y, scale, label_aware) -> float:
+    """−(1/B) Σ_i log( Σ_{j positive} exp(scale·s_ij) / Σ_j exp(scale·s_ij) ), by loops."""
+    b = len(queries)
+    total = 0.0
+    for i in range(b):
+        num = den = 0.0
+        for j in range(b):
+            e = math.exp(scale * dot(queries[i], keys[j]))
+            den += e
+            if (y[j] == y[i]) if label_aware else (i == j):
+                num += e
+        total += -math.log(num / den)
+    return total / b
+
+
+def brute_inv(v, t, y, eps) -> float:
+    u, yy = v + t, y + y
+    num = cnt = 0.0
+    for a in range(len(u)):
+        for b in range(len(u)):
+            if a != b and yy[a] == yy[b]:
+                num += dot(u[a], u[b])
+                cnt += 1
+    return 1 - num / (cnt + eps)
+
+
+def lists(v, t, y):
+    return v.tolist(), t.tolist(), y.tolist()
+
+
+@pytest.mark.parametrize("label_aware", [False, True])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_infonce_matches_brute_force(seed, label_aware):
+    v, t, y = make_batch(seed)
+    scale = 1 / 0.07
+    out = InfoNCE(label_aware=label_aware)(v, t, y, torch.tensor(scale, dtype=v.dtype))
+    vl, tl, yl = lists(v, t, y)
+    v2t = brute_infonce(vl, tl, yl, scale, label_aware)
+    t2v = brute_infonce(tl, vl, yl, scale, label_aware)
+    assert out["v2t"].item() == pytest.approx(v2t, rel=1e-10)
+    assert out["t2v"].item() == pytest.approx(t2v, rel=1e-10)
+    assert out["itc"].item() == pytest.approx((v2t + t2v) / 2, rel=1e-10)
+
+
+def test_plain_infonce_is_cross_entropy_on_the_diagonal():
+    v, t, y = make_batch(0)
+    scale = torch.tensor(20.0, dtype=v.dtype)
+    out = InfoNCE()(v, t, y, scale)
+    labels = torch.arange(len(y))
+    assert out["v2t"].item() == pytest.approx(torch.nn.functional.cross_entropy(scale * v @ t.T, labels).item())
+    assert out["t2v"].item() == pytest.approx(torch.nn.functional.cross_entropy(scale * t @ v.T, labels).item())
+
+
+@pytest.mark.parametrize("eps", [1e-6, 0.5])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_invariance_matches_brute_force(seed, eps):
+    v, t, y = make_batch(seed)
+    got = InvarianceLoss(eps=eps)(v, t, y).item()
+    assert got == pytest.approx(brute_inv(*lists(v, t, y), eps), rel=1e-10, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_float32_agrees_with_float64(seed):
+    v, t, y = make_batch(seed)
+    loss = RetrievalLoss(label_aware=bool(seed % 2))
+    scale = torch.tensor(1 / 0.07)
+    hi = loss(v, t, y, scale.double())
+    lo = loss(v.float(), t.float(), y, scale)
+    for k in hi:
+        assert lo[k].dtype == torch.float32
+        assert lo[k].item() == pytest.approx(hi[k].item(), rel=1e-5, abs=1e-6)
+
+
+SWITCHES = [c for c in itertools.product([False, True], repeat=3) if any(c)]
+
+
+@pytest.mark.parametrize("use_v2t,use_t2v,use_inv", SWITCHES)
+def test_retrieval_loss_total_and_switches(use_v2t, use_t2v, use_inv):
+    v, t, y = make_batch(3)
+    lam, scale = 0.7, 12.0
+    out = RetrievalLoss(use_v2t=use_v2t, use_t2v=use_t2v, use_inv=use_inv, lam=lam)(
+        v, t, y, torch.tensor(scale, dtype=v.dtype)
+    )
+    vl, tl, yl = lists(v, t, y)
+    expected = {}
+    if use_v2t:
+        expected["v2t"] = brute_infonce(vl, tl, yl, scale, False)
+    if use_t2v:
+        expected["t2v"] = brute_infonce(tl, vl, yl, scale, False)
+    directions = [expected[d] for d in ("v2t", "t2v") if d in expected]
+    if directions:
+        expected["itc"] = sum(directions) / len(directions)
+    if use_inv:
+        expected["inv"] = brute_inv(vl, tl, yl, 1e-6)
+    expected["loss"] = expected.get("itc", 0.0) + lam * expected.get("inv", 0.0)
+    assert set(out) == set(expected)  # terms that are off are absent
+    for k, val in expected.items():
+        assert out[k].item() == pytest.approx(val, rel=1e-10)
+
+
+def test_every_term_off_is_an_error():
+    with pytest.raises(ValueError, match="switched off"):
+        RetrievalLoss(use_v2t=False, use_t2v=False, use_inv=False)
+    with pytest.raises(ValueError, match="switched off"):
+        RetrievalLoss(use_v2t=False, use_t2v=False, use_inv=True, lam=0.0)
+    with pytest.raises(ValueError, match="lam"):
+        RetrievalLoss(lam=-1.0)
+
+
+def test_shape_mismatch_is_an_error():
+    v, t, y = make_batch(0)
+    loss = RetrievalLoss()
+    with pytest.raises(ValueError, match="image_embeds and text_embeds"):
+        loss(v, t[:-1], y, torch.tensor(10.0))
+    with pytest.raises(ValueError, match="semantic_ids"):
+        loss(v, t, y[:-1], torch.tensor(10.0))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_label_aware_equals_plain_when_ids_distinct(seed):
+    v, t, _ = make_batch(seed)
+    y = torch.randperm(len(v), generator=torch.Generator().manual_seed(seed)) * 3  # distinct, not 0..B-1
+    scale = torch.tensor(14.0, dtype=v.dtype)
+    plain = InfoNCE()(v, t, y, scale)
+    aware = InfoNCE(label_aware=True)(v, t, y, scale)
+    for k in plain:
+        assert aware[k].item() == pytest.approx(plain[k].item(), rel=1e-12)
+
+
+def test_label_aware_differs_with_repeated_ids():
+    v, t, y = make_batch(1)
+    assert len(set(y.tolist())) < len(y)
+    scale = torch.tensor(14.0, dtype=v.dtype)
+    assert InfoNCE(label_aware=True)(v, t, y, scale)["v2t"] < InfoNCE()(v, t, y, scale)["v2t"]
+
+
+def test_invariance_is_zero_when_same_id_vectors_coincide():
+    y = torch.tensor([0, 2, 0, 1, 2, 2, 1, 0])
+    g = torch.Generator().manual_seed(0)
+    prototypes = torch.nn.functional.normalize(torch.randn(3, 5, generator=g), dim=1)  # (n_ids, D)
+    v = prototypes[y]  # (B, D): every image of an ID is its prototype ...
+    t = prototypes[y].clone()  # ... and so is every text
+    assert InvarianceLoss()(v, t, y).item() == pytest.approx(0.0, abs=1e-6)
+    # antipodal texts: same-modality pairs score +1 but the (more numerous) cross pairs −1, so the mean is < 0
+    assert InvarianceLoss()(v, -t, y).item() > 1.0
+
+
+def test_gradients_flow_to_inputs_and_temperature():
+    g = torch.Generator().manual_seed(0)
+    raw_v = torch.randn(10, 6, generator=g, requires_grad=True)
+    raw_t = torch.randn(10, 6, generator=g, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 3, 3, 0, 4])
+    scale = LogitScale()
+    for label_aware in (False, True):
+        for p in (raw_v, raw_t, scale.log_scale):
+            p.grad = None
+        v = torch.nn.functional.normalize(raw_v, dim=1)
+        t = torch.nn.functional.normalize(raw_t, dim=1)
+        out = RetrievalLoss(label_aware=label_aware)(v, t, y, scale())
+        out["loss"].backward()
+        for p in (raw_v, raw_t, scale.log_scale):
+            assert p.grad is not None and torch.isfinite(p.grad).all()
+        assert scale.log_scale.grad.abs().item() > 0
+        assert raw_v.grad.abs().sum().item() > 0 and raw_t.grad.abs().sum().item() > 0
+
+
+def test_logit_scale_init_and_clamp():
+    scale = LogitScale()
+    assert scale().item() == pytest.approx(1 / 0.07, rel=1e-6)
+    with torch.no_grad():
+        scale.log_scale.fill_(10.0)  # e^10 ≫ 100
+    assert scale().item() == pytest.approx(100.0, rel=1e-6)
+    scale.clamp_()
+    assert scale.log_scale.item() == pytest.approx(math.log(100.0), rel=1e-6)
+    with pytest.raises(ValueError):
+        LogitScale(init_temperature=0.001)  # 1/τ = 1000 > 100

@@ -1,0 +1,1 @@
+"""Dual-encoder training and cross-lingual retrieval evaluation on synth shards."""
