@@ -161,9 +161,8 @@ def _claim_output(out: Path, planned: dict, overwrite: bool) -> dict[str, ShardR
     try:
         existing = read_manifest(out)
     except DatasetError as exc:
-        if not overwrite:
-            raise DatasetError(f"{exc}; pass --overwrite to replace the dataset") from None
-        existing = {}  # ours by its file names; replaced below if nothing foreign sits beside it
+        # Not a manifest we wrote (ours are written atomically): the folder is someone else's.
+        raise DatasetError(f"{exc}; refusing to touch {out}, even with --overwrite — choose another folder") from None
     if existing.get("fingerprint") == planned["fingerprint"]:
         return {
             e["name"]: ShardRecord(e["name"], e["rows"], e["sha256"], e["semantic_id_min"], e["semantic_id_max"])

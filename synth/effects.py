@@ -14,7 +14,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from synth.render_config import Strengths
+from synth.render_config import MAX_CANVAS, Strengths
 
 
 def _r(values, digits: int = 4):
@@ -159,7 +159,7 @@ class Paper:
 
 # Gaussian noise is cut from one fixed tile at a recorded offset: drawing 16k normals per image would
 # cost more than the rest of the appearance step, and the offset replays the exact field.
-NOISE_TILE_SHAPE = (512, 2048)
+NOISE_TILE_SHAPE = MAX_CANVAS  # every valid canvas fits
 
 
 @lru_cache(maxsize=1)

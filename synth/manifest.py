@@ -121,6 +121,9 @@ def read_manifest(root: Path) -> dict | None:
         raise DatasetError(f"{path}: unreadable manifest ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise DatasetError(f"{path}: not a synth dataset manifest (format {FORMAT!r} expected)")
+    missing = [key for key in ("fingerprint", "config", "shards") if key not in data]
+    if missing or not isinstance(data["shards"], list):
+        raise DatasetError(f"{path}: damaged synth manifest (missing or malformed: {', '.join(missing) or 'shards'})")
     return data
 
 

@@ -33,6 +33,10 @@ EFFECTS = (
 )
 
 
+# The largest canvas (height, width): the noise tile (synth.effects) is cut from an array of this size.
+MAX_CANVAS = (512, 2048)
+
+
 class ConfigError(ValueError):
     """A render config is invalid; the one-line message names the source, the field and the fix."""
 
@@ -92,10 +96,17 @@ def _apply(target, values: dict, where: str) -> None:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: {key} must be a mapping of its fields")
             _apply(current, value, f"{where}.{key}")
-        elif isinstance(current, tuple):
-            if not isinstance(value, (list, tuple)) or (key != "effects" and len(value) != len(current)):
-                raise ConfigError(f"{where}: {key} must be a list of {len(current)} numbers")
+        elif key == "effects":
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}: effects must be a list of effect names, e.g. [size, slant, ink]")
             setattr(target, key, tuple(value))
+        elif isinstance(current, tuple):
+            kind = int if isinstance(current[0], int) else (int, float)
+            if (not isinstance(value, (list, tuple)) or len(value) != len(current)
+                    or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value)):
+                what = "whole numbers" if kind is int else "numbers"
+                raise ConfigError(f"{where}: {key} must be a list of {len(current)} {what}")
+            setattr(target, key, tuple(type(c)(v) for c, v in zip(current, value)))
         elif isinstance(current, (int, float)) and not isinstance(current, bool):
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ConfigError(f"{where}: {key} must be a number, not {value!r}")
@@ -111,11 +122,20 @@ def _validate(cfg: RenderConfig, where: str) -> RenderConfig:
     cfg.effects = tuple(e for e in EFFECTS if e in cfg.effects)  # the recipe's order, whatever the file's
     if cfg.height < 16 or cfg.width < cfg.height:
         raise ConfigError(f"{where}: canvas {cfg.width}x{cfg.height} too small; need height ≥ 16 and width ≥ height")
+    if cfg.height > MAX_CANVAS[0] or cfg.width > MAX_CANVAS[1]:
+        raise ConfigError(f"{where}: canvas {cfg.width}x{cfg.height} too large; at most {MAX_CANVAS[1]}x{MAX_CANVAS[0]}")
     if not 0 <= cfg.margin < cfg.height // 4:
         raise ConfigError(f"{where}: margin {cfg.margin} must be in [0, height/4)")
     if cfg.align not in ("left", "center"):
         raise ConfigError(f"{where}: align {cfg.align!r} must be left or center")
     s = cfg.strengths
+    if not 0 <= s.scale < 1:
+        raise ConfigError(f"{where}: strengths.scale must be in [0, 1): the word is drawn at 1 − scale … 1 of the height")
+    for name in ("glyph_scale", "baseline", "spacing", "stroke_elastic", "slant_deg", "rotate_deg", "elastic_px", "gradient"):
+        if getattr(s, name) < 0:
+            raise ConfigError(f"{where}: strengths.{name} is a spread and must be ≥ 0")
+    if not 0 <= s.pressure <= 1:
+        raise ConfigError(f"{where}: strengths.pressure must be in [0, 1]")
     for name in ("pen_width", "ink", "paper", "noise_sigma", "blur_sigma"):
         low, high = getattr(s, name)
         if low > high or low < 0:

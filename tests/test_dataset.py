@@ -129,6 +129,13 @@ def test_different_config_refuses_and_overwrite_rules(world, reference, tmp_path
     with pytest.raises(DatasetError, match="is not empty and holds no synth dataset"):
         build(world, stranger, overwrite=True)
     assert [p.name for p in stranger.iterdir()] == ["photo.jpg"]
+    project = tmp_path / "project"  # someone else's manifest.json: never ours to replace
+    project.mkdir()
+    (project / "manifest.json").write_text('{"name": "my-project"}')
+    (project / "README.md").write_text("# my notes")
+    with pytest.raises(DatasetError, match="not a synth dataset manifest .* refusing to touch .* even with --overwrite"):
+        build(world, project, overwrite=True)
+    assert (project / "README.md").read_text() == "# my notes" and "my-project" in (project / "manifest.json").read_text()
 
 
 def test_bad_input_fails_before_writing_anything(world, tmp_path):
@@ -194,6 +201,9 @@ def test_verify_names_each_problem(reference, tmp_path):
     assert f"{manifest['shards'][4]['name']}: 12 rows, manifest.json says 13" in text
     assert "status is 'incomplete'" in text
     assert verify_dataset(tmp_path).problems == [f"{tmp_path}: no manifest.json; not a synth dataset"]
+    del manifest["shards"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert any("damaged synth manifest (missing or malformed: shards)" in p for p in verify_dataset(out).problems)
 
 
 _REAL_CACHE = os.environ.get("SYNTH_CACHE")  # read before the module fixture points it at a tiny cache

@@ -107,6 +107,19 @@ def test_config_presets_and_errors(tmp_path):
         load_render_config(overrides={"strengths": {"ink": [0, 250], "paper": [200, 255]}})
     with pytest.raises(ConfigError, match="must be a number"):
         load_render_config(overrides={"height": "tall"})
+    bad = [
+        ({"strengths": {"elastic_grid": [2.5, 4]}}, "elastic_grid must be a list of 2 whole numbers"),
+        ({"strengths": {"ink": ["a", 3]}}, "ink must be a list of 2 whole numbers"),
+        ({"strengths": {"blur_sigma": [0, "x"]}}, "blur_sigma must be a list of 2 numbers"),
+        ({"strengths": {"scale": 1.5}}, r"strengths.scale must be in \[0, 1\)"),
+        ({"strengths": {"slant_deg": -2}}, "slant_deg is a spread and must be ≥ 0"),
+        ({"strengths": {"pressure": 2}}, "pressure must be in"),
+        ({"effects": "size"}, "effects must be a list of effect names"),
+        ({"width": 4096}, "too large; at most 2048x512"),
+    ]
+    for overrides, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            load_render_config(overrides=overrides)
 
 
 def test_catmull_rom_passes_through_controls_and_reproduces_lines():
