@@ -28,7 +28,7 @@ demo: setup  ## the main job on the embedded defaults: check the assets, render 
 	$(BIN)/synth fonts check
 	$(BIN)/synth render --lang all --fonts train --per-id 4 --ids 0:60 --out out/demo
 	$(BIN)/synth verify out/demo
-	$(BIN)/synth preview out/demo --out out/demo-sheet.png
+	$(BIN)/synth preview out/demo --out out/demo-sheet.png --force
 	@echo "demo: corpus in out/demo (data/*.parquet, manifest.json, README.md), contact sheet out/demo-sheet.png"
 
 test: setup  ## the test suite (CI runs exactly this)

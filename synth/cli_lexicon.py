@@ -54,11 +54,13 @@ def build(
         data = render_lexicon(result.triples)
     except (LexiconError, ValueError, OSError, ModuleNotFoundError, PackageError) as exc:
         _fail(str(exc).splitlines()[0])
-    if output.exists() and output.read_bytes() != data and not force:
-        _fail(f"{output}: exists and differs from the new build; pass --force to overwrite")
+    report_data = (json.dumps(build_report(result, data), ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    for path, new in ((output, data), (report, report_data)):  # check both before writing either
+        if path.exists() and path.read_bytes() != new and not force:
+            _fail(f"{path}: exists and differs from the new build; pass --force to overwrite")
     unchanged = output.exists() and output.read_bytes() == data
     write_atomic(output, data)
-    write_atomic(report, (json.dumps(build_report(result, data), ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+    write_atomic(report, report_data)
 
     table = Table(title="lexicon build stages")
     table.add_column("stage")

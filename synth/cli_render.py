@@ -178,13 +178,18 @@ def preview(
     seed: Annotated[int, typer.Option("--seed", min=0, help="Which samples (seeded draw).")] = 0,
     columns: Annotated[int, typer.Option("--columns", min=1, help="Images per row.")] = 4,
     catalogue: CatalogueOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
 ) -> None:
-    """Write a contact sheet of random samples, each labelled with its text, language and style."""
+    """Write a contact sheet of random samples, each labelled with its text, language and style (PNG)."""
     from synth.preview import SheetConfig, contact_sheet
 
+    if sheet.exists() and not force:
+        raise _fail(f"{sheet} exists; pass --force to replace it")
     try:
         image = contact_sheet(root, SheetConfig(n=n, seed=seed, columns=columns), catalogue)
-        image.save(sheet)
+        tmp = sheet.with_name(f".{sheet.name}.tmp")
+        image.save(tmp, format="PNG")  # PNG whatever the name's extension
+        tmp.replace(sheet)
     except (*_ERRORS, OSError) as exc:
         raise _fail(str(exc).splitlines()[0])
     out.print(f"wrote {sheet} ({image.width}×{image.height} px)", soft_wrap=True, highlight=False)

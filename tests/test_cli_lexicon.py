@@ -69,6 +69,12 @@ def test_cli_build_on_fixtures(tmp_path, sources, monkeypatch):
     assert out.read_bytes() == built
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp files left
 
+    report_path = out.parent / "build_report.json"
+    report_path.write_text("my own notes", encoding="utf-8")  # a report that differs is protected too
+    result = runner.invoke(cli_lexicon.app, args)
+    assert result.exit_code == 1 and "build_report.json: exists and differs" in result.stderr
+    assert report_path.read_text(encoding="utf-8") == "my own notes"
+
 
 def test_cli_build_reports_bad_overrides_in_one_line(tmp_path, sources, monkeypatch):
     import synth.lexicon_sources

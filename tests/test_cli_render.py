@@ -54,6 +54,11 @@ def test_render_verify_preview_end_to_end(world, tmp_path):
     assert shown.exit_code == 0, shown.output
     with Image.open(sheet) as image:
         assert image.mode == "L" and image.width == 3 * (64 + 8) + 8 and image.height > 2 * 24
+    again = runner.invoke(app, ["preview", str(out), "--out", str(sheet), "--catalogue", str(w.catalogue)])
+    assert again.exit_code == 1 and "exists; pass --force to replace it" in again.output
+    bare = tmp_path / "sheet-without-extension"
+    shown = runner.invoke(app, ["preview", str(out), "--out", str(bare), "--n", "3", "--catalogue", str(w.catalogue)])
+    assert shown.exit_code == 0 and bare.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     shard = out / manifest["shards"][0]["name"]
     shard.write_bytes(shard.read_bytes()[:-1] + b"\0")
