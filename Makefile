@@ -8,10 +8,11 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(VENV)/.installed fonts  ## Python packages into .venv, fonts into the cache ($SYNTH_CACHE)
 
-# Registry clients the fetchers shell out to: npm (npm pack) and apt-get/dpkg-deb (Debian packages).
+# Registry clients the fetchers shell out to: npm (npm pack) and apt-get/dpkg-deb (Debian packages);
+# and venv support, which Debian's python3 leaves to the python3-venv package.
 system-deps:
-	@command -v npm >/dev/null && command -v dpkg-deb >/dev/null && command -v apt-get >/dev/null || { \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm; }
+	@command -v npm >/dev/null && command -v dpkg-deb >/dev/null && $(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm python3-venv; }
 	@[ -n "$$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v -e lock -e partial)" ] || $(SUDO) apt-get update -qq
 
 $(VENV)/.installed: pyproject.toml | system-deps

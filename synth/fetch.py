@@ -62,8 +62,9 @@ def read_installed(style: Style) -> Installed | None:
         meta = json.loads(stamp.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if meta.get("source_sha256") != style.sha256 or not style.cache_path.is_file():
-        return None
+    recipe = (meta.get("source_sha256"), meta.get("file"), meta.get("face"), meta.get("kind"))
+    if recipe != (style.sha256, style.file, style.face, style.kind) or not style.cache_path.is_file():
+        return None  # a different source, file, face or kind: install again
     if sha256_file(style.cache_path) != meta.get("sha256"):
         raise FetchError(
             f"style {style.id}: cached file {style.cache_path} is corrupt (sha256 differs from its stamp); "
@@ -145,6 +146,8 @@ def install_style(style: Style) -> Installed:
             "package": style.package,
             "version": style.version,
             "file": style.file,
+            "face": style.face,
+            "kind": style.kind,
             "source_sha256": style.sha256,
             "sha256": sha256_file(tmp),
             "covered": "".join(sorted(covered)),

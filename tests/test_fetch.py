@@ -94,6 +94,8 @@ def test_ttc_face_is_extracted(tmp_path, package):
     ttc.save(pkg / "files/both.ttc")
     style = _style(tmp_path, package, file="files/both.ttc", face=1, scripts=["han"], tags=["kai"])
     assert install_style(style).covered == frozenset("水")
+    other_face = _style(tmp_path, package, file="files/both.ttc", face=0, scripts=["han"], tags=["kai"])
+    assert install_style(other_face).covered == frozenset("ab")  # same source, new face: installed again
 
 
 def test_stroke_sources_normalise(tmp_path, package):

@@ -21,6 +21,8 @@ def installed():
     found = {s.id: read_installed(s) for s in CATALOGUE.styles}
     if not all(found.values()) and not os.environ.get("CI"):
         pytest.skip("fonts not fetched (run `make setup`)")
+    missing = [sid for sid, done in found.items() if done is None]
+    assert not missing, f"styles not installed: {missing}"
     return {sid: done.covered for sid, done in found.items()}
 
 
