@@ -217,9 +217,12 @@ def test_real_renderer_end_to_end(tmp_path, monkeypatch):
     else:
         monkeypatch.setenv("SYNTH_CACHE", _REAL_CACHE)
     out = tmp_path / "real"
-    result = build_dataset(out, PlanConfig(fonts="all", mode="per_id", samples=2, ids="0:8", rows_per_shard=20),
-                           load_render_config("default"), command="synth render (real test)")
+    plan = PlanConfig(fonts="all", mode="per_id", samples=2, ids="0:8", rows_per_shard=20)
+    result = build_dataset(out, plan, load_render_config("default"), command="synth render (real test)")
     assert result.rows == 48 and verify_dataset(out).ok
+    # The real renderer, too, writes the same bytes from two worker processes as from one.
+    build_dataset(tmp_path / "two", plan, load_render_config("default"), command="synth render (real test)", workers=2)
+    assert files(tmp_path / "two") == files(out)
     table = pq.read_table(out / "data/train-00000-of-00002.parquet")
     for row in table.slice(0, 8).to_pylist():
         image = cv2.imdecode(np.frombuffer(row["image"]["bytes"], np.uint8), cv2.IMREAD_UNCHANGED)
