@@ -12,7 +12,7 @@ from pathlib import Path
 
 from synth.catalogue import Catalogue
 from synth.lexicon import Lexicon
-from synth.plan import SERIES, Plan
+from synth.plan import SPLIT_OF_SERIES, Plan
 from synth.schema import (HEIGHT, IMAGE, LANG, PARAMS, SCHEMA, SEED, SEMANTIC_ID, SPLIT, STYLE, STYLE_KIND,
                           TEXT, WIDTH)
 
@@ -29,7 +29,6 @@ _MEANING = {
     HEIGHT: "image height in px",
     PARAMS: "JSON of every random draw of the recipe, so the sample can be replayed",
 }
-_SPLIT_OF_SERIES = {series: split.value for split, series in SERIES.items()}
 _PER = {"per_style": "(entry, style) pair", "per_id": "(entry, language), spread evenly over the styles that can draw it"}
 
 
@@ -93,7 +92,7 @@ def dataset_card(manifest: dict, plan: Plan, lexicon: Lexicon, catalogue: Catalo
             f"`manifest.json` holds the full configuration, checksums of every shard, of the lexicon and of the "
             f"style catalogue; `synth verify` checks them.", "", "## Splits", ""]
     out += _table(["split (files)", "font split", "rows", "shards"],
-                  [[f"`{name}` (`data/{name}-*.parquet`)", _SPLIT_OF_SERIES[name], f"{rows_by_series[name]:,}", n]
+                  [[f"`{name}` (`data/{name}-*.parquet`)", SPLIT_OF_SERIES[name], f"{rows_by_series[name]:,}", n]
                    for name, n in series.items()])
     out += ["", "Rows per language: " + ", ".join(f"{k} {v:,}" for k, v in counts["by_lang"].items()) + ".", "",
             f"(entry, style) pairs skipped because the style cannot draw every character: "

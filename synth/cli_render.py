@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from synth.catalogue import CatalogueError
+from synth.cli_fonts import CatalogueOpt
 from synth.cli_fonts import SplitOpt as FontsOpt  # the same three font splits
 from synth.corpus import load_corpus
 from synth.dataset import build_dataset
@@ -50,7 +51,6 @@ OutOpt = Annotated[Path, typer.Option("--out", help="Dataset folder (created; re
 WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Processes rendering shards (default: the CPU count).", show_default=False)]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a different synth dataset in --out.")]
 LexiconOpt = Annotated[Optional[Path], typer.Option("--lexicon", help="Lexicon TSV (default: lexicon/lexicon.tsv).")]
-CatalogueOpt = Annotated[Optional[Path], typer.Option("--catalogue", help="Catalogue YAML (default: fonts/catalogue.yaml).")]
 
 
 def _fail(message: str) -> typer.Exit:

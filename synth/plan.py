@@ -26,6 +26,7 @@ MODES = ("per_style", "per_id")
 # Shard file prefixes. `held_out`, not `held-out`: Hugging Face `datasets` takes the split name from
 # the file name and rejects names that are not \w+, so `held-out-00000-of-00004.parquet` would not load.
 SERIES = {Split.train: "train", Split.held_out: "held_out"}
+SPLIT_OF_SERIES = {series: split.value for split, series in SERIES.items()}  # file series → split column
 _SCRIPT_OF = {lang: script for script, langs in SCRIPT_LANGS.items() for lang in langs}
 _UINT64 = 1 << 64
 

@@ -18,11 +18,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from synth.manifest import DATA, MANIFEST, SIZES, DatasetError, read_manifest, sizes
-from synth.plan import SERIES
+from synth.plan import SPLIT_OF_SERIES
 from synth.schema import HEIGHT, IMAGE, SCHEMA, SEMANTIC_ID, SPLIT, WIDTH
 from synth.checksums import sha256_file
 
-_SPLIT_OF_SERIES = {series: split.value for split, series in SERIES.items()}
 MAX_LISTED = 5  # bad rows named per shard before summarising; enough to locate a problem
 
 
@@ -107,8 +106,8 @@ def _check_shard(root: Path, entry: dict, problems: list[str]) -> None:
                         f"{entry['semantic_id_min']}–{entry['semantic_id_max']}")
     series = Path(name).name.split("-")[0]
     splits = set(table.column(SPLIT).unique().to_pylist())
-    if series in _SPLIT_OF_SERIES and splits - {_SPLIT_OF_SERIES[series]}:
-        problems.append(f"{name}: holds {SPLIT} {sorted(splits - {_SPLIT_OF_SERIES[series]})} in the {series} series")
+    if series in SPLIT_OF_SERIES and splits - {SPLIT_OF_SERIES[series]}:
+        problems.append(f"{name}: holds {SPLIT} {sorted(splits - {SPLIT_OF_SERIES[series]})} in the {series} series")
     _check_images(name, table, problems)
 
 
