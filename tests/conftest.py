@@ -55,3 +55,23 @@ def style_entry(**overrides) -> dict:
 def write_catalogue(path: Path, entries: list[dict]) -> Path:
     path.write_text(yaml.safe_dump({"styles": entries}, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def installed_fonts() -> dict[str, frozenset[str]]:
+    """Covered characters of every style of the real catalogue, from the fetched font cache.
+
+    Skips only when the cache is absent AND CI is unset: in CI the set-up has fetched the fonts, so
+    a missing style there is a failure, not a skip.
+    """
+    import os
+
+    from synth.catalogue import load_catalogue
+    from synth.fetch import read_installed
+
+    found = {s.id: read_installed(s) for s in load_catalogue().styles}
+    if not all(found.values()) and not os.environ.get("CI"):
+        pytest.skip("fonts not fetched (run `make setup`)")
+    missing = [sid for sid, done in found.items() if done is None]
+    assert not missing, f"styles not installed: {missing}"
+    return {sid: done.covered for sid, done in found.items()}

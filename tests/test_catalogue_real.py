@@ -4,13 +4,11 @@ Tests needing the fetched fonts skip only when the cache is absent AND CI is uns
 has run the set-up, which fetches them, so they always run there.
 """
 
-import os
 
 import pytest
 
 from synth.catalogue import Split, load_catalogue, resolve_styles
 from synth.charsets import LATIN_REQUIRED, gb2312_level1
-from synth.fetch import read_installed
 
 CATALOGUE = load_catalogue()
 
@@ -38,30 +36,20 @@ def test_held_out_latin_mixes_print_and_joined_hands():
     assert "print" in tags and tags & {"cursive", "script"}
 
 
-@pytest.fixture(scope="module")
-def installed():
-    found = {s.id: read_installed(s) for s in CATALOGUE.styles}
-    if not all(found.values()) and not os.environ.get("CI"):
-        pytest.skip("fonts not fetched (run `make setup`)")
-    missing = [sid for sid, done in found.items() if done is None]
-    assert not missing, f"styles not installed: {missing}"
-    return {sid: done.covered for sid, done in found.items()}
-
-
-def test_every_latin_style_draws_spanish(installed):
+def test_every_latin_style_draws_spanish(installed_fonts):
     for style in resolve_styles(CATALOGUE, None, "latin"):
-        lacking = LATIN_REQUIRED - installed[style.id]
+        lacking = LATIN_REQUIRED - installed_fonts[style.id]
         assert not lacking, f"{style.id} cannot draw {''.join(sorted(lacking))}"
 
 
-def test_han_faces_cover_gb2312_level1(installed):
+def test_han_faces_cover_gb2312_level1(installed_fonts):
     level1 = gb2312_level1()
     for split, need in (("train", 8), ("held-out", 3)):
-        full = [s.id for s in resolve_styles(CATALOGUE, split, "han", "outline") if level1 <= installed[s.id]]
+        full = [s.id for s in resolve_styles(CATALOGUE, split, "han", "outline") if level1 <= installed_fonts[s.id]]
         assert len(full) >= need, f"only {full} cover GB 2312 level 1 in {split}"
 
 
-def test_every_style_renders_the_lexicon(installed):
+def test_every_style_renders_the_lexicon(installed_fonts):
     from synth.charsets import SCRIPT_LANGS
     from synth.coverage import coverage_row
     from synth.lexicon import load_lexicon
@@ -70,5 +58,5 @@ def test_every_style_renders_the_lexicon(installed):
     for style in CATALOGUE.styles:
         for script in style.scripts:
             for lang in SCRIPT_LANGS[script]:
-                row = coverage_row(style.id, lang, installed[style.id], lexicon.texts(lang))
+                row = coverage_row(style.id, lang, installed_fonts[style.id], lexicon.texts(lang))
                 assert row.share >= 0.98, f"{style.id}/{lang}: {row.share:.1%}, blocked by {''.join(row.missing[:10])}"
