@@ -126,7 +126,10 @@ def render(
     parts += ["--ids", ids] if ids else []
     parts += ["--seed", str(seed), "--distort", distort.value, "--rows-per-shard", str(rows_per_shard),
               "--row-group-size", str(row_group_size)]
-    parts += ["--config", str(config)] if config else []
+    # Files by name only (no machine-specific paths): their contents are recorded in the manifest
+    # (the full render config; the lexicon's and catalogue's sha256).
+    for option, path in (("--config", config), ("--lexicon", lexicon), ("--catalogue", catalogue)):
+        parts += [option, path.name] if path else []
     _build(out_dir, plan, distort.value, config, ShardConfig(row_group_size=row_group_size), workers, overwrite,
            shlex.join(parts), lexicon, catalogue)
 

@@ -34,7 +34,8 @@ def test_render_verify_preview_end_to_end(world, tmp_path):
     assert "done: 18 rows in 1 shards, 0 (entry, style) pairs skipped" in result.output and "images/s" in result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["command"] == (f"synth render --lang es --fonts held-out --per-id 3 --ids 0:6 --seed 0 --distort light "
-                                   f"--rows-per-shard 2000 --row-group-size 1000 --config {small}")
+                                   f"--rows-per-shard 2000 --row-group-size 1000 --config {small.name} "
+                                   f"--lexicon {w.lexicon.name} --catalogue {w.catalogue.name}")
     assert manifest["config"]["render"]["preset"] == "light" and manifest["config"]["render"]["height"] == 24
     assert set(manifest["styles"]) == {"latin-held"}
 
