@@ -13,8 +13,7 @@ from pathlib import Path
 from synth.catalogue import Catalogue
 from synth.lexicon import Lexicon
 from synth.plan import SPLIT_OF_SERIES, Plan
-from synth.schema import (HEIGHT, IMAGE, LANG, PARAMS, SCHEMA, SEED, SEMANTIC_ID, SPLIT, STYLE, STYLE_KIND,
-                          TEXT, WIDTH)
+from synth.schema import HEIGHT, IMAGE, LANG, PARAMS, SCHEMA, SEED, SEMANTIC_ID, SPLIT, STYLE, STYLE_KIND, TEXT, WIDTH
 
 _MEANING = {
     IMAGE: "the word image: PNG bytes, grayscale (Hugging Face Image feature; `path` is null)",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from synth.files import write_atomic
 from synth.paths import DEFAULT_CATALOGUE, cache_dir
 
 KINDS = ("outline", "stroke")
@@ -219,7 +220,7 @@ def set_checksums(path: Path, digests: dict[str, str]) -> int:
     replaced in place or, when absent, added after the id line.
     """
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    changed, current, id_line = 0, None, {}
+    changed, id_line = 0, {}
     starts = [i for i, line in enumerate(lines) if line.lstrip().startswith("- id:")]
     for n, start in enumerate(starts):
         style_id = lines[start].split(":", 1)[1].split("#")[0].strip().strip("'\"")
@@ -242,8 +243,6 @@ def set_checksums(path: Path, digests: dict[str, str]) -> int:
             changed += 1
     for at, new in sorted(inserts, reverse=True):
         lines.insert(at, new)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, "".join(lines))
     load_catalogue(path)  # the edit must leave a valid catalogue
     return changed

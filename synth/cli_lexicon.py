@@ -36,7 +36,8 @@ def build(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing lexicon that differs.")] = False,
 ) -> None:
     """Rebuild the lexicon from CC-CEDICT, FreeDict and wordfreq (needs the [lexicon] extra)."""
-    from synth.lexicon_build import build_lexicon, build_report, load_config, render_lexicon, write_atomic
+    from synth.files import write_atomic
+    from synth.lexicon_build import build_lexicon, build_report, load_config, render_lexicon
     from synth.lexicon_embed import UseEmbedder
     from synth.lexicon_overrides import load_overrides
     from synth.lexicon_sources import load_sources
@@ -118,7 +119,8 @@ def audit_sample(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing audit file (its verdicts are lost).")] = False,
 ) -> None:
     """Draw the audit sample: N entries chosen by a seeded random.Random, for a person to judge."""
-    from synth.lexicon_build import AUDIT_SEED, draw_audit_sample, render_audit, write_atomic
+    from synth.files import write_atomic
+    from synth.lexicon_build import AUDIT_SEED, draw_audit_sample, render_audit
 
     if output.exists() and not force:
         _fail(f"{output}: exists (it may hold verdicts); pass --force to overwrite")

@@ -21,13 +21,26 @@ from pathlib import Path
 
 from synth.card import dataset_card
 from synth.catalogue import load_catalogue
+from synth.files import sha256_file, write_atomic
 from synth.lexicon import load_lexicon
-from synth.manifest import (CARD, DATA, MANIFEST, SIZES, DatasetError, config_differences, foreign_files,
-                            make_manifest, read_manifest, remove_ours, sizes, sweep_temp, with_records, write_json,
-                            write_text)
+from synth.manifest import (
+    CARD,
+    DATA,
+    MANIFEST,
+    SIZES,
+    DatasetError,
+    config_differences,
+    foreign_files,
+    make_manifest,
+    read_manifest,
+    remove_ours,
+    sizes,
+    sweep_temp,
+    with_records,
+    write_json,
+)
 from synth.plan import PlanConfig, ShardPlan, plan_tasks
 from synth.render_config import RenderConfig
-from synth.checksums import sha256_file
 from synth.shards import ShardConfig, ShardRecord, sample_row, write_shard
 
 REPORT_EVERY = 100  # rows between progress reports from a worker: smooth bar, negligible queue traffic
@@ -141,7 +154,7 @@ def build_dataset(
 
     final = manifest(done)
     write_json(out / SIZES, sizes(final))
-    write_text(out / CARD, dataset_card(final, plan, lexicon, catalogue))
+    write_atomic(out / CARD, dataset_card(final, plan, lexicon, catalogue))
     write_json(out / MANIFEST, final)  # last: "complete" means every file above is in place
     return BuildResult(
         out=out, rows=len(plan.tasks), shards=len(shards), rendered_rows=to_render,

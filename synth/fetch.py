@@ -21,8 +21,8 @@ from fontTools.merge import Merger
 from fontTools.ttLib import TTFont
 
 from synth.catalogue import Style, source_digest
-from synth.checksums import sha256_file
 from synth.coverage import outline_coverage, stroke_coverage
+from synth.files import sha256_file, write_atomic
 from synth.packages import debian_package, npm_package
 from synth.strokes import StrokeFormatError, read_hanzi_writer, read_svg_font
 
@@ -155,10 +155,8 @@ def install_style(style: Style) -> Installed:
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    stamp = stamp_path(style)
-    stamp_tmp = stamp.with_name(f".{stamp.name}.tmp")
-    stamp_tmp.write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(stamp_tmp, stamp)  # the stamp lands last: a stamp means a complete, verified install
+    # the stamp lands last: a stamp means a complete, verified install
+    write_atomic(stamp_path(style), json.dumps(meta, ensure_ascii=False, indent=1))
     return Installed(style, out, covered, "fetched")
 
 

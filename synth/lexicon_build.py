@@ -13,9 +13,7 @@ Stages, in order (each one's survivor count goes into build_report.json):
 from __future__ import annotations
 
 import hashlib
-import os
 import random
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -225,20 +223,6 @@ def render_lexicon(triples: list[Triple]) -> bytes:
     data = ("\n".join(lines) + "\n").encode("utf-8")
     parse_lexicon(data, "<built lexicon>")
     return data
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; this is a data file others read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def draw_audit_sample(lex: Lexicon, n: int = 100, seed: int = AUDIT_SEED) -> list[Entry]:

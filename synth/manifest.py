@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections import Counter
 from pathlib import Path
 
 from synth import __version__
 from synth.catalogue import Catalogue
+from synth.files import write_atomic
 from synth.lexicon import Lexicon
 from synth.plan import SERIES, Plan, ShardPlan
 from synth.shards import ShardRecord, is_temp_name
@@ -87,22 +87,7 @@ def with_records(manifest: dict, done: dict[str, ShardRecord]) -> dict:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Atomic JSON write: a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 def sizes(manifest: dict) -> dict[str, int]:

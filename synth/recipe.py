@@ -18,8 +18,21 @@ import cv2
 import numpy as np
 
 from synth.catalogue import Style
-from synth.effects import (Blur, Elastic, GlyphJitter, Ink, Noise, Paper, Pen, Rotate, Size, Slant, StrokeElastic,
-                           appearance, geometry)
+from synth.effects import (
+    Blur,
+    Elastic,
+    GlyphJitter,
+    Ink,
+    Noise,
+    Paper,
+    Pen,
+    Rotate,
+    Size,
+    Slant,
+    StrokeElastic,
+    appearance,
+    geometry,
+)
 from synth.glyphs import REFERENCE_SIZE, compose_outline, layout_outline, layout_strokes, load_face, raster_size
 from synth.render_config import RenderConfig
 from synth.warp import dense_field, warp

@@ -17,9 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synth.checksums import sha256_file
-from synth.schema import (HEIGHT, IMAGE, LANG, PARAMS, SCHEMA, SEED, SEMANTIC_ID, SPLIT, STYLE, STYLE_KIND,
-                          TEXT, WIDTH)
+from synth.files import sha256_file, temp_name
+from synth.schema import HEIGHT, IMAGE, LANG, PARAMS, SCHEMA, SEED, SEMANTIC_ID, SPLIT, STYLE, STYLE_KIND, TEXT, WIDTH
 
 # Short repeated strings: dictionary-encode them; PNG bytes and JSON params gain nothing from it.
 _DICTIONARY_COLUMNS = [LANG, STYLE, STYLE_KIND, SPLIT]
@@ -76,11 +75,6 @@ def rows_to_table(rows: list[dict]) -> pa.Table:
     """Rows (dicts keyed by the schema's column names) → a table with SCHEMA and its metadata."""
     columns = {name: [row[name] for row in rows] for name in SCHEMA.names}
     return pa.Table.from_pydict(columns, schema=SCHEMA)
-
-
-def temp_name(final: Path) -> Path:
-    """Where a shard is written before its rename: hidden, same folder, unique per process."""
-    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
 
 
 def is_temp_name(name: str) -> bool:

@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 
+from synth.files import sha256_file
 from synth.manifest import DATA, MANIFEST, SIZES, DatasetError, read_manifest, sizes
 from synth.plan import SPLIT_OF_SERIES
 from synth.schema import HEIGHT, IMAGE, SCHEMA, SEMANTIC_ID, SPLIT, WIDTH
-from synth.checksums import sha256_file
 
 MAX_LISTED = 5  # bad rows named per shard before summarising; enough to locate a problem
 

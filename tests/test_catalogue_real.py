@@ -5,7 +5,6 @@ has run the set-up, which fetches them, so they always run there.
 """
 
 
-import pytest
 
 from synth.catalogue import Split, load_catalogue, resolve_styles
 from synth.charsets import LATIN_REQUIRED, gb2312_level1

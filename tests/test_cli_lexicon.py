@@ -6,9 +6,9 @@ import json
 import re
 
 import pytest
+from lexicon_fixtures import ConceptEmbedder, make_sources
 from typer.testing import CliRunner
 
-from lexicon_fixtures import ConceptEmbedder, make_sources
 from synth import cli_lexicon
 from synth.lexicon import load_lexicon
 

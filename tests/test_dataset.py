@@ -14,12 +14,12 @@ import yaml
 from synth.catalogue import load_catalogue
 from synth.dataset import build_dataset
 from synth.fetch import FetchError
+from synth.files import sha256_file
 from synth.lexicon import LexiconError
 from synth.manifest import DatasetError
 from synth.plan import PlanConfig, PlanError
 from synth.render_config import load_render_config
 from synth.schema import SCHEMA, WIDTH
-from synth.checksums import sha256_file
 from synth.verify import verify_dataset
 from tests.conftest import write_catalogue
 from tests.dataset_fixtures import DoubleRenderer, make_world, small_config

@@ -7,10 +7,18 @@ import re
 from pathlib import Path
 
 import pytest
-
 from lexicon_fixtures import CEDICT, CONFIG, FREQ, ConceptEmbedder, make_sources, write_dictd
+
 from synth.lexicon import LexiconError, load_lexicon, parse_lexicon
-from synth.lexicon_build import BuildConfig, build_lexicon, draw_audit_sample, load_config, render_audit, read_audit, render_lexicon
+from synth.lexicon_build import (
+    BuildConfig,
+    build_lexicon,
+    draw_audit_sample,
+    load_config,
+    read_audit,
+    render_audit,
+    render_lexicon,
+)
 from synth.lexicon_candidates import gloss_words, spanish_is_verb
 from synth.lexicon_overrides import Overrides, load_overrides
 from synth.lexicon_sources import Sources, b64_number, parse_cedict, parse_dictd_index, read_dictd

@@ -1,7 +1,6 @@
 """Every catalogue style renders lexicon words with real ink (skips only without fetched fonts outside CI)."""
 
 import numpy as np
-import pytest
 
 from synth.catalogue import load_catalogue
 from synth.charsets import SCRIPT_LANGS

@@ -23,8 +23,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from tests.benchmarks.peers import (DEFAULT_FONT_IDS, _one_core_env, _pick_cpu, default_fonts, format_table,  # noqa: E402
-                                    load_words, measure_peers)
+from tests.benchmarks.peers import (  # noqa: E402
+    DEFAULT_FONT_IDS,
+    _one_core_env,
+    _pick_cpu,
+    default_fonts,
+    format_table,
+    load_words,
+    measure_peers,
+)
 
 OURS = {"ours-plain": "none", "ours-default": "default", "ours-heavy": "heavy"}
 # Which of our settings each peer setting is compared with: comparable distortion.
