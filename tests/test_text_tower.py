@@ -182,3 +182,23 @@ def test_unknown_architecture_locks_only_whole(bert_dir):
         z = tower.encode(["agua", "fuego water"])
         assert len(tower.cache) == 2  # the frozen encoder's output is cached as a whole
         assert torch.allclose(z, reference.encode(["agua", "fuego water"]), atol=1e-6)
+
+
+def test_train_info_sizes_both_towers(bert_dir, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from train.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["info", "--json", "--text-encoder", str(bert_dir), "--unlocked-layers", "1"])
+    assert result.exit_code == 0, result.output
+    sizes = json.loads(result.stdout)
+    assert sizes["image_tower.total"] == 1_287_808 == sizes["image_tower.features"] + sizes["image_tower.projector"]
+    assert sizes["text_tower.total"] == n_trainable(make_tower(bert_dir))  # everything trainable before lock()
+    assert 0 < sizes["text_tower.trainable"] < sizes["text_tower.total"]
+    table = runner.invoke(app, ["info"])
+    assert table.exit_code == 0 and "1,287,808 parameters, 99.8% of the paper's 1.29 M" in table.output
+    missing = runner.invoke(app, ["info", "--text-encoder", str(tmp_path / "nope")])
+    assert missing.exit_code == 1 and "text encoder folder not found" in missing.output and "Traceback" not in missing.output
