@@ -109,18 +109,23 @@ class Pen:
             cv2.polylines(canvas, polylines, False, 255, width, cv2.LINE_AA, shift=4)
 
 
+def _angle(rng: np.random.Generator, sigma: float) -> dict:
+    """An angle in degrees from N(0, σ), cut at ±3σ so no sample is turned on its side."""
+    return {"deg": _r(min(max(rng.normal(0, sigma), -3 * sigma), 3 * sigma), 3)}
+
+
 class Slant:
     """Shear: x shifts by tan(angle) per unit of height above the word's centre."""
 
     @staticmethod
     def sample(rng: np.random.Generator, s: Strengths) -> dict:
-        return {"deg": _r(min(max(rng.normal(0, s.slant_deg), -3 * s.slant_deg), 3 * s.slant_deg), 3)}
+        return _angle(rng, s.slant_deg)
 
 
 class Rotate:
     @staticmethod
     def sample(rng: np.random.Generator, s: Strengths) -> dict:
-        return {"deg": _r(min(max(rng.normal(0, s.rotate_deg), -3 * s.rotate_deg), 3 * s.rotate_deg), 3)}
+        return _angle(rng, s.rotate_deg)
 
 
 def geometry(slant: dict | None, rotate: dict | None) -> np.ndarray:
