@@ -1,26 +1,213 @@
-"""The `train` command. Parsing only; the work is in the library. More commands arrive with the trainer."""
+"""The `train` command: pretrain, finetune, eval, info, text-encoder. Parsing and printing only; the work is
+in the library (train.trainer, train.evaluate, train.e5_convert)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
+
+from synth.lexicon import LexiconError, load_lexicon
+from synth.progress import progress_bar
+from train.checkpoint import CheckpointError
+from train.config import ConfigError, RunConfig, load_config, preset_names
+from train.cli_text_encoder import text_encoder_app
+from train.data import DataError
 
 app = typer.Typer(help="Dual-encoder training and cross-lingual retrieval on synth shards.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
 out = Console()
 err = Console(stderr=True)
 
+app.add_typer(text_encoder_app, name="text-encoder")
+
 PAPER_IMAGE_TOWER = 1_290_000  # the reference paper's image-tower size (1.29 M parameters)
+_ERRORS = (DataError, ConfigError, CheckpointError, LexiconError, FileNotFoundError)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
 
 
 @app.callback()
 def main() -> None:
-    """Dual-encoder training and cross-lingual retrieval on synth shards."""
+    """Dual-encoder training and cross-lingual retrieval on synth shards.
+
+    Typical use: `train text-encoder prepare` once, then `train pretrain --data SHARDS --out RUN`,
+    `train finetune --init RUN --data REAL --out RUN2`, `train eval --ckpt RUN2 --data OOD --cross-lingual`.
+    """
+
+
+DataOpt = Annotated[list[Path], typer.Option("--data", help="Shard folder (as `synth render --out` writes); repeat to combine.")]
+RunOpt = Annotated[Path, typer.Option("--out", help="Run folder: config, metrics, curves and checkpoints (must be new unless --resume).")]
+PresetOpt = Annotated[str, typer.Option("--preset", help=f"Preset name ({', '.join(preset_names())}) or a YAML file.")]
+TextEncoderOpt = Annotated[Optional[Path], typer.Option("--text-encoder", help="Hugging Face encoder folder (default: the prepared multilingual-e5-small).")]
+EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=1, help="Override the stage's epochs.")]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=2, help="Override rows per step.")]
+LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Override the peak learning rate.")]
+MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Stop after this many steps (the LR schedule spans them).")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=0, help="DataLoader processes decoding images.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any config value, KEY=VALUE with a dotted key, e.g. loss.lam=0.5 (repeatable).")]
+ResumeOpt = Annotated[Optional[str], typer.Option("--resume", help="Continue --out from `latest` or a checkpoint folder.")]
+LexiconOpt = Annotated[Optional[Path], typer.Option("--lexicon", help="Lexicon TSV (default: lexicon/lexicon.tsv).")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 … (default: cuda when available).")]
+
+
+def _overrides(text_encoder, epochs, batch_size, lr, max_steps, workers, sets) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set loss.lam=0.5")
+        found[key.strip()] = yaml.safe_load(value)
+    named = {"model.text.model_path": str(text_encoder.expanduser().resolve()) if text_encoder else None,
+             "optim.epochs": epochs, "batch.batch_size": batch_size, "optim.lr": lr, "optim.max_steps": max_steps,
+             "data.workers": workers}
+    found.update({k: v for k, v in named.items() if v is not None})
+    return found
+
+
+def _run_stage(stage: str, data, run, preset, text_encoder, epochs, batch_size, lr, max_steps, workers, sets,
+               resume, lexicon, device, init=None) -> None:
+    from train.trainer import TrainingError, train_stage
+
+    try:
+        config: RunConfig = load_config(preset, stage, _overrides(text_encoder, epochs, batch_size, lr, max_steps, workers, sets))
+        lex = load_lexicon(lexicon)
+        bar = progress_bar(err, unit="steps")
+        task = None
+
+        def on_start(total: int, start: int) -> None:
+            nonlocal task
+            bar.start()
+            task = bar.add_task(stage, total=total, completed=start)
+
+        def on_step(record: dict) -> None:
+            bar.update(task, completed=record["step"],
+                       description=f"{stage} · epoch {record['epoch'] + 1} · loss {record['loss']:.3f} · "
+                                   f"{record['images_per_s']:,.0f} img/s")
+
+        try:
+            result = train_stage(config, data, run, lex, init=init, resume=resume, device=device,
+                                 on_step=on_step, on_start=on_start)
+        finally:
+            bar.stop()
+    except (*_ERRORS, TrainingError) as exc:
+        raise _fail(str(exc))
+    except KeyboardInterrupt:
+        err.print(f"interrupted; continue with: train {stage} ... --out {run} --resume latest")
+        raise typer.Exit(130)
+    if not result.finished:
+        err.print(f"stopped at step {result.steps}; checkpoint saved. Continue with the same command and --resume latest")
+        raise typer.Exit(130)
+    out.print(f"{run}: {stage} done, {result.steps:,} steps over {result.epochs_done} epochs in {result.seconds / 60:.1f} min "
+              f"({result.images_per_second:,.0f} img/s); final loss {result.last_loss:.4f}", soft_wrap=True)
+
+
+@app.command()
+def pretrain(
+    data: DataOpt,
+    run: RunOpt,
+    preset: PresetOpt = "cpu-small",
+    text_encoder: TextEncoderOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    lr: LrOpt = None,
+    max_steps: MaxStepsOpt = None,
+    workers: WorkersOpt = None,
+    sets: SetOpt = None,
+    resume: ResumeOpt = None,
+    lexicon: LexiconOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Stage 1: train both towers on synthetic shards from scratch (AdamW, warm-up then cosine decay).
+
+    Writes --out/config.json, metrics.jsonl (one line per step), curves.png, checkpoints/ and, at the end,
+    model.safetensors. Ctrl-C finishes the current step, saves a checkpoint and stops; `--resume latest`
+    continues to the same result an uninterrupted run reaches. Presets: `cpu-small` (2 CPU cores, under an
+    hour) and `paper` (the reference settings: lr 1e-4, 20 epochs, batch ≈ number of semantic IDs).
+    """
+    _run_stage("pretrain", data, run, preset, text_encoder, epochs, batch_size, lr, max_steps, workers, sets,
+               resume, lexicon, device)
+
+
+@app.command()
+def finetune(
+    init: Annotated[Path, typer.Option("--init", help="The pre-training run (or a checkpoint folder) to start from.")],
+    data: DataOpt,
+    run: RunOpt,
+    preset: PresetOpt = "cpu-small",
+    text_encoder: TextEncoderOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    lr: LrOpt = None,
+    max_steps: MaxStepsOpt = None,
+    workers: WorkersOpt = None,
+    sets: SetOpt = None,
+    resume: ResumeOpt = None,
+    lexicon: LexiconOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Stage 2: continue from --init on (real) handwriting shards with the preset's finetune stage (lr 1e-5).
+
+    The model part of the config must match the --init run's; everything else may differ.
+    """
+    _run_stage("finetune", data, run, preset, text_encoder, epochs, batch_size, lr, max_steps, workers, sets,
+               resume, lexicon, device, init=init)
+
+
+@app.command("eval")
+def evaluate_cmd(
+    ckpt: Annotated[Path, typer.Option("--ckpt", help="A run folder (its final model, else its newest checkpoint) or a checkpoint folder.")],
+    data: DataOpt,
+    cross_lingual: Annotated[bool, typer.Option("--cross-lingual", help="Also the six cross-lingual directions.")] = False,
+    whole_lexicon: Annotated[bool, typer.Option("--whole-lexicon", help="Gallery = every lexicon entry, not only the IDs in --data.")] = False,
+    report: Annotated[Optional[Path], typer.Option("--out", help="Report JSON (a .md table is written beside it; default RUN/eval/<data>.json).")] = None,
+    text_encoder: TextEncoderOpt = None,
+    lexicon: LexiconOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 256,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Processes decoding shards.")] = 0,
+    device: DeviceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
+) -> None:
+    """Retrieval accuracy of a run: word images as queries, lexicon text embeddings as the gallery.
+
+    Within-language Acc@1/3/5 and MRR per language and overall; with --cross-lingual the six directions
+    en→zh, zh→en, zh→es, es→zh, es→en, en→es and their mean; the R/D ratio of the image embeddings.
+    """
+    from train.checkpoint import model_weights
+    from train.evaluate import evaluate, load_model, markdown
+
+    try:
+        lex = load_lexicon(lexicon)
+        model, provenance = load_model(ckpt, text_encoder, device)
+        total = None
+        bar = progress_bar(err, unit="images")
+        with bar:
+            task = bar.add_task("eval", total=total)
+            result = evaluate(model, data, lex, cross_lingual=cross_lingual, whole_lexicon=whole_lexicon,
+                              batch_size=batch_size, workers=workers, progress=lambda n: bar.advance(task, n))
+    except (*_ERRORS, ValueError) as exc:
+        raise _fail(str(exc).splitlines()[0])
+    run = model_weights(ckpt)[0]
+    result = {"run": str(Path(ckpt).resolve()), "data": [str(Path(d).resolve()) for d in data],
+              "loss": provenance["config"]["loss"], **result}
+    target = report or run / "eval" / f"{'+'.join(Path(d).resolve().name for d in data)}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    table = markdown(result)
+    target.with_suffix(".md").write_text(table, encoding="utf-8")
+    if as_json:
+        out.print_json(json.dumps(result, ensure_ascii=False))
+    else:
+        out.print(table, markup=False, highlight=False)
+        err.print(f"report: {target} and {target.with_suffix('.md')}")
 
 
 @app.command()
@@ -44,8 +231,7 @@ def info(
         try:
             text = TextTower(TextTowerConfig(model_path=str(text_encoder)))
         except (OSError, ValueError) as exc:
-            err.print(f"[red]error:[/red] {str(exc).splitlines()[0]}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1)
+            raise _fail(str(exc).splitlines()[0])
         text.lock(unlocked_layers)
         rows["text_tower.total"] = count_parameters(text)
         rows["text_tower.trainable"] = count_parameters(text, trainable_only=True)

@@ -1,0 +1,231 @@
+"""Typed training configuration with YAML presets.
+
+A run is one stage (pre-training on synthetic shards, or fine-tuning on real handwriting); the two stages
+share everything but their stage block (`OptimConfig`: learning rate, epochs, warm-up, decay). A preset file
+(`train/configs/<name>.yaml`) holds the shared blocks and one stage block per stage:
+
+    model: {image: {...}, text: {...}, init_temperature: 0.07}   # image.embed_dim sizes both towers
+    loss: {use_v2t: true, use_t2v: true, use_inv: true, lam: 1.0, label_aware: false}
+    data: {augment: true, workers: 1}
+    batch: {batch_size: 1024, per_id: 2}
+    seed: 0
+    pretrain: {lr: 1.0e-4, epochs: 20, ...}
+    finetune: {lr: 1.0e-5, epochs: 20, ...}
+
+Unknown keys are errors (a typo must not silently train with a default), and every resolved config is
+written beside the run's checkpoints, so `--resume` can say exactly what changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from train.image_tower import ImageTowerConfig
+
+STAGES = ("pretrain", "finetune")
+
+
+class ConfigError(ValueError):
+    """A preset or override that cannot be used, with the offending key named."""
+
+
+@dataclass
+class TextConfig:
+    model_path: str = ""            # a Hugging Face encoder folder; "" = the prepared multilingual-e5-small
+    prefix: str = "query: "         # prepended to every text (e5 models expect "query: ")
+    unlocked_layers: int = 0        # top transformer layers that train; 0 = frozen encoder, only the projector
+    proj_hidden: int = 0            # 0: Linear(hidden→embed); > 0: a two-layer MLP projector
+    max_length: int = 32            # tokens
+
+
+@dataclass
+class ModelConfig:
+    image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    init_temperature: float = 0.07  # τ at the start; learnable
+
+
+@dataclass
+class LossConfig:
+    use_v2t: bool = True
+    use_t2v: bool = True
+    use_inv: bool = True
+    lam: float = 1.0                # λ, weight of L_INV
+    label_aware: bool = False       # every same-ID row a positive (an option to measure, not the default)
+
+
+@dataclass
+class DataConfig:
+    augment: bool = True            # light geometric and contrast jitter on training images
+    workers: int = 1                # DataLoader worker processes (0: decode in the training process)
+
+
+@dataclass
+class BatchConfig:
+    batch_size: int = 1024          # rows per step; the paper uses about the number of semantic IDs
+    per_id: int = 2                 # rows of one semantic ID placed together (co-occurrence)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4                # peak learning rate (AdamW)
+    epochs: int = 20
+    max_steps: int = 0              # > 0: stop after this many steps; the schedule spans them
+    warmup: float = 0.05            # share of the steps with a linear warm-up from 0
+    min_lr_ratio: float = 0.0       # cosine decay ends at lr · min_lr_ratio
+    weight_decay: float = 0.05      # not applied to biases, norms and the temperature
+    betas: tuple[float, float] = (0.9, 0.98)
+    grad_clip: float = 1.0          # max global gradient norm; 0 disables clipping
+
+
+@dataclass
+class RunConfig:
+    stage: str = "pretrain"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0                   # one seed for initialisation, batch order and augmentation
+    checkpoint_every: int = 0       # steps between checkpoints (0: at each epoch end only)
+    keep_checkpoints: int = 2       # newest step checkpoints kept on disk
+    precise_bn_batches: int = 32    # batches re-estimating the image tower's BN statistics at the end (0: off)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, data: Any, where: str):
+    """A dataclass from a mapping, recursively, refusing unknown keys and wrong kinds."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(known)}")
+    kwargs = {}
+    defaults = cls()
+    for name, value in data.items():
+        current = getattr(defaults, name)
+        key = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(current):
+            kwargs[name] = _build(type(current), value, key)
+        else:
+            kwargs[name] = _coerce(current, value, key)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where or 'config'}: {exc}") from None
+
+
+def _coerce(default: Any, value: Any, key: str) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or len(value) != len(default):
+            raise ConfigError(f"{key}: expected a list of {len(default)} numbers, got {value!r}")
+        return tuple(_coerce(d, v, key) for d, v in zip(default, value))
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[: -len(".yaml")] for p in resources.files("train.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(name_or_path: str) -> tuple[dict, str]:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    else:
+        if name_or_path not in preset_names():
+            raise ConfigError(f"unknown preset {name_or_path!r}; presets: {', '.join(preset_names())} (or a .yaml file)")
+        text = resources.files("train.configs").joinpath(f"{name_or_path}.yaml").read_text(encoding="utf-8")
+        where = f"preset {name_or_path}"
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    return data, where
+
+
+def load_config(preset: str, stage: str, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The RunConfig of `stage` from a preset name or YAML path, with dotted-key overrides applied.
+
+    Overrides use dotted names of the resolved config, e.g. {"optim.lr": 3e-4, "batch.batch_size": 256}.
+    """
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    data, where = _read_yaml(preset)
+    stages = {s: data.pop(s, {}) for s in STAGES}
+    resolved = {**data, "stage": stage, "optim": stages[stage] or {}}
+    for key, value in (overrides or {}).items():
+        node = resolved
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: {part} is not a section")
+        node[leaf] = value
+    config = _build(RunConfig, resolved, "")
+    validate(config, where)
+    return config
+
+
+def config_from_dict(data: dict, where: str) -> RunConfig:
+    """A RunConfig read back from a run's config.json."""
+    data = dict(data)
+    if isinstance(data.get("optim", {}).get("betas"), list):
+        data["optim"] = {**data["optim"], "betas": tuple(data["optim"]["betas"])}
+    config = _build(RunConfig, data, "")
+    validate(config, where)
+    return config
+
+
+def validate(c: RunConfig, where: str) -> None:
+    o = c.optim
+    checks = [
+        (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
+        (o.epochs >= 1, f"optim.epochs must be ≥ 1, got {o.epochs}"),
+        (o.max_steps >= 0, f"optim.max_steps must be ≥ 0, got {o.max_steps}"),
+        (0 <= o.warmup < 1, f"optim.warmup must be in [0, 1), got {o.warmup}"),
+        (0 <= o.min_lr_ratio <= 1, f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}"),
+        (o.grad_clip >= 0, f"optim.grad_clip must be ≥ 0, got {o.grad_clip}"),
+        (c.batch.batch_size >= 2, f"batch.batch_size must be ≥ 2, got {c.batch.batch_size}"),
+        (1 <= c.batch.per_id <= c.batch.batch_size, f"batch.per_id must be in [1, batch_size], got {c.batch.per_id}"),
+        (c.data.workers >= 0, f"data.workers must be ≥ 0, got {c.data.workers}"),
+        (c.model.init_temperature > 0, f"model.init_temperature must be > 0, got {c.model.init_temperature}"),
+        (c.model.image.image_height >= 32 and c.model.image.image_width >= 32,
+         "model.image needs image_height and image_width ≥ 32"),
+        (c.keep_checkpoints >= 1, f"keep_checkpoints must be ≥ 1, got {c.keep_checkpoints}"),
+        (c.precise_bn_batches >= 0, f"precise_bn_batches must be ≥ 0, got {c.precise_bn_batches}"),
+        (c.checkpoint_every >= 0, f"checkpoint_every must be ≥ 0, got {c.checkpoint_every}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {message}")
+    if not (c.loss.use_v2t or c.loss.use_t2v or (c.loss.use_inv and c.loss.lam > 0)):
+        raise ConfigError(f"{where}: every loss term is off; enable loss.use_v2t, loss.use_t2v or loss.use_inv")

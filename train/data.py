@@ -1,0 +1,275 @@
+"""Reading synth shards for training and evaluation.
+
+Two readers over the same Parquet shards (the schema of `synth.schema`):
+
+- `ShardSet` (training): the co-occurrence sampler needs every row's (semantic ID, language) up front and
+  random access to any row, so the training set is read once into memory — the label columns as arrays,
+  the PNG bytes as one contiguous buffer plus offsets (the 262,800-image pre-training corpus is 1.5 GB).
+  DataLoader workers are forked and share that buffer copy-on-write (plain NumPy buffers, no per-row Python
+  objects whose reference counts would force copies). Each worker receives whole batches, so no row is
+  decoded twice.
+- `ShardStream` (evaluation, indexing): one pass over shards of any size with bounded memory; each worker
+  reads its own shards (shard i goes to worker i mod n), so no row is read twice.
+
+The text of a row is looked up through the lexicon from its (semantic ID, language): the gallery the model
+is evaluated against is the lexicon, so training must see exactly those strings. A row whose stored text
+does not match its lexicon entry means the shards came from another lexicon, and is refused.
+
+Images: decoded to grey, fitted into the model's (height, width) keeping their aspect (shrunk or padded at
+the right and bottom), and returned as ink intensity in [0, 1] (1 − grey/255; paper and padding are 0).
+Training augmentation is light and seeded per (seed, epoch, row), so it is the same with any number of
+workers and after a resume.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from synth.lexicon import Lexicon
+from synth.manifest import DATA, read_manifest
+from synth.schema import IMAGE, LANG, SEMANTIC_ID, TEXT
+from synth.shards import is_temp_name
+
+REQUIRED = {IMAGE: "struct<bytes: binary, path: string>", SEMANTIC_ID: "int32", LANG: "string", TEXT: "string"}
+
+
+class DataError(ValueError):
+    """Shards that cannot be read for training, with the file and the fix named."""
+
+
+def find_shards(root: Path) -> list[Path]:
+    """The Parquet shards of a dataset folder (`root/data/*.parquet`, as synth writes), a folder of shards,
+    or a single shard file; refuses a dataset whose manifest says it is unfinished."""
+    root = Path(root)
+    if root.is_file():
+        if root.suffix != ".parquet":
+            raise DataError(f"{root}: not a Parquet shard (expected a synth dataset folder or a .parquet file)")
+        return [root]
+    if not root.is_dir():
+        raise DataError(f"data not found: {root} (render shards first, e.g. `synth render --out {root}`)")
+    try:
+        manifest = read_manifest(root)
+    except Exception as exc:  # a manifest we cannot read is reported, not trusted
+        raise DataError(f"{root}: unreadable manifest.json ({exc})") from None
+    if manifest is not None and manifest.get("status") != "complete":
+        raise DataError(f"{root}: dataset is incomplete (manifest status {manifest.get('status')!r}); "
+                        "re-run the same `synth render` command to finish it")
+    folder = root / DATA if (root / DATA).is_dir() else root
+    shards = sorted(p for p in folder.glob("*.parquet") if not is_temp_name(p.name))
+    if not shards:
+        raise DataError(f"no Parquet shards in {folder} (expected {root}/{DATA}/*.parquet, as `synth render` writes)")
+    return shards
+
+
+def check_schema(path: Path) -> pa.Schema:
+    """The shard's schema, after checking it has every column training reads, with the right types."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+    for name, expected in REQUIRED.items():
+        if name not in schema.names:
+            raise DataError(f"{path}: missing column {name!r}; a synth shard has {', '.join(REQUIRED)} "
+                            "(see synth/schema.py)")
+        actual = schema.field(name).type
+        ok = (pa.types.is_struct(actual) and actual.get_field_index("bytes") >= 0) if name == IMAGE else \
+            (pa.types.is_integer(actual) if name == SEMANTIC_ID else pa.types.is_string(actual))
+        if not ok:
+            raise DataError(f"{path}: column {name!r} has type {actual}; expected {expected}")
+    return schema
+
+
+def lexicon_texts(lexicon: Lexicon, semantic_ids: np.ndarray, langs: np.ndarray, stored: Sequence[str],
+                  where: str) -> np.ndarray:
+    """The lexicon text of each row, after checking IDs exist and stored texts agree (case-insensitively)."""
+    n = len(lexicon)
+    bad = np.flatnonzero((semantic_ids < 0) | (semantic_ids >= n))
+    if bad.size:
+        raise DataError(f"{where}: semantic ID {int(semantic_ids[bad[0]])} is not in the lexicon ({n} entries, "
+                        f"{lexicon.path.name}); pass the lexicon the shards were rendered from with --lexicon")
+    table = {lang: lexicon.texts(lang) for lang in np.unique(langs).tolist()}
+    texts = np.empty(len(semantic_ids), dtype=object)
+    for i, (sid, lang, text) in enumerate(zip(semantic_ids.tolist(), langs.tolist(), stored)):
+        try:
+            expected = table[lang][sid]
+        except KeyError:
+            raise DataError(f"{where}: row {i} has language {lang!r}; expected en, es or zh") from None
+        if text.casefold() != expected.casefold():
+            raise DataError(f"{where}: row {i} reads {text!r} but lexicon entry {sid} ({lang}) is {expected!r}; "
+                            f"the shards were rendered from another lexicon: pass it with --lexicon")
+        texts[i] = expected
+    return texts
+
+
+def _image_bytes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """One contiguous uint8 buffer and int64 offsets (N + 1) from a chunked image struct column."""
+    parts, offsets, total = [], [np.zeros(1, dtype=np.int64)], 0
+    for chunk in column.chunks:
+        binary = chunk.field("bytes").cast(pa.large_binary())
+        if binary.null_count:
+            raise DataError("image column has rows without PNG bytes")
+        off = np.frombuffer(binary.buffers()[1], dtype=np.int64)[binary.offset: binary.offset + len(binary) + 1]
+        data = np.frombuffer(binary.buffers()[2], dtype=np.uint8)[off[0]: off[-1]]
+        parts.append(data)
+        offsets.append(off[1:] - off[0] + total)
+        total += int(off[-1] - off[0])
+    return (np.concatenate(parts) if parts else np.zeros(0, np.uint8)), np.concatenate(offsets)
+
+
+@dataclass
+class ShardSet:
+    """Rows of one or more datasets, in memory: labels as arrays, PNG bytes in one buffer."""
+
+    semantic_ids: np.ndarray  # (N,) int64
+    langs: np.ndarray         # (N,) str
+    texts: np.ndarray         # (N,) object: the lexicon text of each row
+    buffer: np.ndarray        # (total bytes,) uint8
+    offsets: np.ndarray       # (N + 1,) int64
+    sources: list[str]        # the shard files read, in row order
+
+    @classmethod
+    def load(cls, roots: Sequence[Path], lexicon: Lexicon, langs: Sequence[str] | None = None) -> ShardSet:
+        ids, tags, texts, buffers, offsets, sources, total = [], [], [], [], [np.zeros(1, np.int64)], [], 0
+        for root in roots:
+            for path in find_shards(Path(root)):
+                check_schema(path)
+                table = pq.read_table(path, columns=[IMAGE, SEMANTIC_ID, LANG, TEXT])
+                sid = table[SEMANTIC_ID].to_numpy().astype(np.int64)
+                lang = np.asarray(table[LANG].to_pylist(), dtype=object)
+                keep = np.isin(lang, list(langs)) if langs else np.ones(len(sid), bool)
+                if not keep.any():
+                    continue
+                table = table.filter(pa.array(keep))
+                sid, lang = sid[keep], lang[keep]
+                texts.append(lexicon_texts(lexicon, sid, lang, table[TEXT].to_pylist(), str(path)))
+                buf, off = _image_bytes(table[IMAGE])
+                ids.append(sid)
+                tags.append(lang)
+                buffers.append(buf)
+                offsets.append(off[1:] + total)
+                total += len(buf)
+                sources.append(str(path))
+        if not ids:
+            wanted = f" in languages {', '.join(langs)}" if langs else ""
+            raise DataError(f"no rows{wanted} in {', '.join(map(str, roots))}")
+        return cls(np.concatenate(ids), np.concatenate(tags).astype(str), np.concatenate(texts),
+                   np.concatenate(buffers), np.concatenate(offsets), sources)
+
+    def __len__(self) -> int:
+        return len(self.semantic_ids)
+
+    def png(self, row: int) -> np.ndarray:
+        return self.buffer[self.offsets[row]: self.offsets[row + 1]]
+
+
+def decode(png: np.ndarray | bytes, height: int, width: int) -> np.ndarray:
+    """PNG bytes → (height, width) float32 ink in [0, 1], the word fitted in keeping its aspect."""
+    grey = cv2.imdecode(np.frombuffer(png, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
+    if grey is None:
+        raise DataError("an image cell does not hold a decodable PNG")
+    ink = 1.0 - grey.astype(np.float32) / 255.0
+    h, w = ink.shape
+    if (h, w) == (height, width):
+        return ink
+    scale = min(height / h, width / w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    ink = cv2.resize(ink, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    out = np.zeros((height, width), np.float32)
+    out[: ink.shape[0], : ink.shape[1]] = ink
+    return out
+
+
+def augment(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Light jitter for training: one affine (scale 0.9–1.05, rotation ±2°, shear ±0.15, shift ±4 % of the
+    height and width) and an ink-contrast factor in 0.7–1.1. Cheap (one warpAffine on a small image)."""
+    h, w = ink.shape
+    scale = rng.uniform(0.9, 1.05)
+    angle = math.radians(rng.uniform(-2.0, 2.0))
+    shear = rng.uniform(-0.15, 0.15)
+    tx, ty = rng.uniform(-0.04, 0.04) * w, rng.uniform(-0.04, 0.04) * h
+    cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
+    a = np.array([[cos, -sin + shear * scale, 0.0], [sin, cos, 0.0]], np.float32)
+    centre = np.array([w / 2, h / 2], np.float32)
+    a[:, 2] = centre - a[:, :2] @ centre + (tx, ty)
+    out = cv2.warpAffine(ink, a, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return np.clip(out * rng.uniform(0.7, 1.1), 0.0, 1.0)
+
+
+class BatchDataset(Dataset):
+    """Map-style dataset indexed by (epoch, rows) batches: returns the batch's images and row numbers."""
+
+    def __init__(self, shards: ShardSet, height: int, width: int, augment: bool, seed: int) -> None:
+        self.shards, self.height, self.width, self.augment, self.seed = shards, height, width, augment, seed
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def __getitem__(self, item: tuple[int, list[int]]) -> dict[str, torch.Tensor]:
+        epoch, rows = item
+        images = np.empty((len(rows), 1, self.height, self.width), np.float32)
+        for i, row in enumerate(rows):
+            ink = decode(self.shards.png(row), self.height, self.width)
+            if self.augment:
+                ink = augment(ink, np.random.default_rng([self.seed, epoch, row]))
+            images[i, 0] = ink
+        return {"images": torch.from_numpy(images), "rows": torch.as_tensor(rows, dtype=torch.int64)}
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """Yields (epoch, rows) for the batches of one epoch from `start` on (a resumed epoch skips the done ones)."""
+
+    def __init__(self, batches: list[list[int]], epoch: int, start: int = 0) -> None:
+        self.batches, self.epoch, self.start = batches, epoch, start
+
+    def __len__(self) -> int:
+        return len(self.batches) - self.start
+
+    def __iter__(self) -> Iterator[tuple[int, list[int]]]:
+        for rows in self.batches[self.start:]:
+            yield self.epoch, rows
+
+
+def batch_loader(dataset: BatchDataset, batches: EpochBatches, workers: int) -> torch.utils.data.DataLoader:
+    """DataLoader over whole batches: each worker decodes the batches it is given, none twice."""
+    return torch.utils.data.DataLoader(
+        dataset, sampler=batches, batch_size=None, num_workers=workers, collate_fn=None,
+        persistent_workers=False, prefetch_factor=2 if workers else None,
+        generator=torch.Generator().manual_seed(0),  # keeps the global torch RNG untouched (resume equality)
+    )
+
+
+class ShardStream(IterableDataset):
+    """One pass over shards in batches of decoded images with their labels; workers split the shards."""
+
+    def __init__(self, shards: Sequence[Path], height: int, width: int, batch_size: int = 256,
+                 langs: Sequence[str] | None = None) -> None:
+        self.shards, self.height, self.width = list(shards), height, width
+        self.batch_size, self.langs = batch_size, set(langs) if langs else None
+        for path in self.shards:
+            check_schema(path)
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        mine = self.shards if info is None else self.shards[info.id:: info.num_workers]
+        for path in mine:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=self.batch_size,
+                                                           columns=[IMAGE, SEMANTIC_ID, LANG, TEXT]):
+                sid = batch.column(SEMANTIC_ID).to_numpy().astype(np.int64)
+                lang = np.asarray(batch.column(LANG).to_pylist(), dtype=object)
+                keep = np.flatnonzero(np.isin(lang, list(self.langs))) if self.langs else np.arange(len(sid))
+                if keep.size == 0:
+                    continue
+                pngs = batch.column(IMAGE).field("bytes").to_pylist()
+                images = np.stack([decode(pngs[i], self.height, self.width) for i in keep])[:, None]
+                yield {"images": torch.from_numpy(images), "semantic_ids": sid[keep], "langs": lang[keep].astype(str),
+                       "texts": [batch.column(TEXT)[int(i)].as_py() for i in keep]}

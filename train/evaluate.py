@@ -1,0 +1,130 @@
+"""Retrieval evaluation of a trained run: word images as queries, lexicon text embeddings as the gallery.
+
+Protocol (DESIGN.md §2): within-language, the gallery is the query language's lexicon entries; cross-lingual,
+it is another language's entries, and a hit is the same semantic ID (six directions en→zh, zh→en, zh→es,
+es→zh, es→en, en→es, where the evaluation set holds the query language). The gallery covers the semantic
+IDs present in the evaluation set, or the whole lexicon with `whole_lexicon`. R/D is computed on the image
+embeddings grouped by semantic ID, across languages.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from synth.lexicon import Lexicon
+from train.checkpoint import CheckpointError, model_weights, read_run_config
+from train.config import config_from_dict
+from train.data import ShardStream, find_shards
+from train.metrics import accuracy_at_k, mrr, radius_distance_ratio, ranks
+from train.model import DualEncoder
+
+LANG_ORDER = ("en", "es", "zh")
+DIRECTIONS = (("en", "zh"), ("zh", "en"), ("zh", "es"), ("es", "zh"), ("es", "en"), ("en", "es"))
+KS = (1, 3, 5)
+
+
+def load_model(target: Path, text_encoder: Path | None = None, device: str | None = None) -> tuple[DualEncoder, dict]:
+    """A run's (or checkpoint's) model in eval mode, with the run's recorded provenance."""
+    run, weights = model_weights(target)
+    provenance = read_run_config(run)
+    config = config_from_dict(provenance["config"], str(run))
+    encoder = Path(text_encoder) if text_encoder else Path(provenance["text_encoder"]["path"])
+    if not encoder.is_dir():
+        raise CheckpointError(f"the run's text encoder folder is gone: {encoder}; pass its new place with --text-encoder")
+    model = DualEncoder(config.model, encoder)
+    model.load_saved_state(weights, str(target))
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return model.to(dev).eval(), provenance
+
+
+@torch.no_grad()
+def embed_images(model: DualEncoder, roots: Sequence[Path], batch_size: int = 256, workers: int = 0,
+                 langs: Sequence[str] | None = None, progress=None) -> dict[str, np.ndarray]:
+    """Image embeddings (N, D) with their semantic IDs and languages, streamed from the shards."""
+    shards = [p for root in roots for p in find_shards(Path(root))]
+    c = model.config.image
+    stream = ShardStream(shards, c.image_height, c.image_width, batch_size, langs)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
+    device = next(model.parameters()).device
+    embeds, sids, tags = [], [], []
+    for batch in loader:
+        embeds.append(model.image(batch["images"].to(device)).float().cpu().numpy())
+        sids.append(np.asarray(batch["semantic_ids"]))
+        tags.append(np.asarray(batch["langs"]))
+        if progress:
+            progress(len(sids[-1]))
+    if not embeds:
+        raise ValueError(f"no images in {', '.join(map(str, roots))}" + (f" for languages {', '.join(langs)}" if langs else ""))
+    return {"embeds": np.concatenate(embeds), "semantic_ids": np.concatenate(sids), "langs": np.concatenate(tags)}
+
+
+@torch.no_grad()
+def embed_texts(model: DualEncoder, texts: list[str], batch_size: int = 512) -> np.ndarray:
+    out = [model.text.encode(texts[i: i + batch_size]).float().cpu().numpy() for i in range(0, len(texts), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, model.config.image.embed_dim), np.float32)
+
+
+def _scores(r: np.ndarray) -> dict:
+    return {**{f"acc@{k}": accuracy_at_k(r, k) for k in KS}, "mrr": mrr(r), "n_queries": int(r.size)}
+
+
+def evaluate(model: DualEncoder, roots: Sequence[Path], lexicon: Lexicon, *, cross_lingual: bool = True,
+             whole_lexicon: bool = False, batch_size: int = 256, workers: int = 0, progress=None) -> dict:
+    """The evaluation report (see the module docstring) as a JSON-ready dict."""
+    started = time.perf_counter()
+    images = embed_images(model, roots, batch_size, workers, progress=progress)
+    emb, sids, langs = images["embeds"], images["semantic_ids"], images["langs"]
+    if sids.max() >= len(lexicon):
+        raise ValueError(f"semantic ID {int(sids.max())} is not in the lexicon ({len(lexicon)} entries); "
+                         "pass the lexicon the shards were rendered from with --lexicon")
+    gallery_ids = np.arange(len(lexicon)) if whole_lexicon else np.unique(sids)
+    present = [lang for lang in LANG_ORDER if (langs == lang).any()]
+    wanted = set(present) | ({b for a, b in DIRECTIONS if a in present} if cross_lingual else set())
+    galleries = {lang: embed_texts(model, [lexicon.entries[i].text(lang) for i in gallery_ids]) for lang in sorted(wanted)}
+
+    def rank(query_lang: str, gallery_lang: str) -> np.ndarray:
+        q = langs == query_lang
+        return ranks(emb[q] @ galleries[gallery_lang].T, sids[q], gallery_ids)
+
+    within = {lang: rank(lang, lang) for lang in present}
+    report = {
+        "n_images": int(len(sids)),
+        "languages": present,
+        "gallery": {"kind": "lexicon" if whole_lexicon else "evaluation-set ids", "size": int(len(gallery_ids))},
+        "within": {**{lang: _scores(r) for lang, r in within.items()}, "all": _scores(np.concatenate(list(within.values())))},
+    }
+    if cross_lingual:
+        cross = {f"{a}→{b}": _scores(rank(a, b)) for a, b in DIRECTIONS if a in present}
+        if cross:
+            cross["mean"] = {key: float(np.mean([v[key] for v in cross.values()])) for key in ("acc@1", "acc@3", "acc@5", "mrr")}
+        report["cross"] = cross
+    try:
+        report["rd_ratio"] = radius_distance_ratio(emb, sids)
+    except ValueError:
+        report["rd_ratio"] = None  # every ID appears once: no intra-class radius to measure
+    report["seconds"] = time.perf_counter() - started
+    return report
+
+
+def markdown(report: dict) -> str:
+    """The report as Markdown tables (within-language, then cross-lingual)."""
+    head = "| set | queries | Acc@1 | Acc@3 | Acc@5 | MRR |\n|---|---:|---:|---:|---:|---:|\n"
+
+    def row(name: str, s: dict) -> str:
+        n = f"{s['n_queries']:,}" if "n_queries" in s else ""
+        return f"| {name} | {n} | {s['acc@1']:.4f} | {s['acc@3']:.4f} | {s['acc@5']:.4f} | {s['mrr']:.4f} |\n"
+
+    lines = ["Within-language (query language = gallery language)\n\n", head]
+    lines += [row(name, s) for name, s in report["within"].items()]
+    if report.get("cross"):
+        lines += ["\nCross-lingual (query → gallery language)\n\n", head]
+        lines += [row(name, s) for name, s in report["cross"].items()]
+    rd = report.get("rd_ratio")
+    lines.append(f"\nGallery: {report['gallery']['size']:,} entries per language ({report['gallery']['kind']}); "
+                 f"R/D ratio {rd:.4f}\n" if rd is not None else "\n")
+    return "".join(lines)

@@ -1,0 +1,379 @@
+"""One training stage: shards in, a run folder out (see `train.checkpoint` for its layout).
+
+Pre-training and fine-tuning are the same loop; they differ only in their stage config and in where the
+weights start (random, or `init` = a previous run). Every step:
+
+    lr(step) → forward (bf16 autocast on CUDA) → RetrievalLoss → backward → finite check → clip → AdamW → clamp τ
+
+Determinism: the batch order depends only on (seed, epoch), augmentation on (seed, epoch, row), dropout on
+the torch RNG saved in each checkpoint, and the learning rate is a pure function of the step. So a run
+stopped after any checkpoint and resumed reaches the same weights as one that never stopped (on CPU,
+bit-for-bit; tested).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from synth.files import sha256_file, write_atomic
+from synth.lexicon import Lexicon
+from synth.manifest import config_differences, read_manifest
+from train.checkpoint import (CONFIG, CheckpointError, TrainState, latest_checkpoint, model_weights, read_checkpoint,
+                              read_run_config, restore_rng, save_checkpoint, save_final, step_name)
+from train.config import RunConfig
+from train.data import BatchDataset, EpochBatches, ShardSet, batch_loader, find_shards
+from train.losses import RetrievalLoss
+from train.model import DualEncoder, resolve_text_encoder
+from train.sampler import CoOccurrenceSampler, SamplerConfig
+
+METRICS = "metrics.jsonl"
+CURVES = "curves.png"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or go on; the message names the cause and the fix."""
+
+
+@dataclass
+class StageResult:
+    run: Path
+    steps: int
+    epochs_done: int
+    finished: bool           # False when stopped early (stop_at, Ctrl-C); resume with --resume latest
+    images_per_second: float
+    seconds: float
+    last_loss: float
+
+
+def lr_at(step: int, total: int, c: RunConfig) -> float:
+    """Linear warm-up over the first ⌈warmup·total⌉ steps, then cosine decay to lr·min_lr_ratio."""
+    o = c.optim
+    warm = math.ceil(o.warmup * total)
+    if step < warm:
+        return o.lr * (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on matrices and kernels only — not on biases, norms or the temperature."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 and "logit_scale" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def data_fingerprint(roots: Sequence[Path]) -> list[dict]:
+    """What identifies the training data: each dataset's manifest fingerprint, else its shard names and sizes."""
+    out = []
+    for root in roots:
+        root = Path(root).resolve()
+        manifest = read_manifest(root) if root.is_dir() else None
+        if manifest is not None:
+            out.append({"path": str(root), "fingerprint": manifest["fingerprint"]})
+        else:
+            out.append({"path": str(root), "shards": [[p.name, p.stat().st_size] for p in find_shards(root)]})
+    return out
+
+
+def _provenance(config: RunConfig, data: Sequence[Path], lexicon: Lexicon, encoder: Path, init: Path | None) -> dict:
+    weights = sorted(encoder.glob("*.safetensors")) or sorted(encoder.glob("*.bin"))
+    provenance = {
+        "config": config.to_dict(),
+        "data": data_fingerprint(data),
+        "lexicon": {"file": lexicon.path.name, "sha256": lexicon.sha256},
+        "text_encoder": {"path": str(encoder), "weights_sha256": {p.name: sha256_file(p) for p in weights}},
+        "init": None if init is None else str(Path(init).resolve()),
+        "versions": {"torch": torch.__version__},
+    }
+    return json.loads(json.dumps(provenance))  # as config.json will read back (tuples become lists)
+
+
+def _check_resume(run: Path, provenance: dict) -> None:
+    old = read_run_config(run)
+    diffs = config_differences({k: old.get(k) for k in ("config", "data", "lexicon", "text_encoder", "init")},
+                               {k: provenance[k] for k in ("config", "data", "lexicon", "text_encoder", "init")})
+    if diffs:
+        shown = ", ".join(diffs[:4]) + (f" and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+        raise TrainingError(f"{run}: cannot resume: this command differs from the run's {CONFIG} in {shown}; "
+                            "resume with the original settings or start a new --out")
+
+
+def _prepare_out(out: Path, resume: str | None) -> Path | None:
+    """The checkpoint to resume from (None for a fresh run), refusing to reuse a non-empty folder."""
+    if resume is None:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise TrainingError(f"{out} already exists and is not empty; pass --resume latest to continue that run, "
+                                "or choose another --out")
+        return None
+    if resume == "latest":
+        return latest_checkpoint(out)
+    path = Path(resume)
+    if not (path / "state.json").is_file():
+        raise CheckpointError(f"{path}: not a checkpoint folder (expected {out}/checkpoints/step-N)")
+    return path
+
+
+class _Interrupt:
+    """First Ctrl-C: finish the current step, save a checkpoint and stop. Second: stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _Interrupt:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _log(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """After a resume from step N, drop logged records past N: they belong to the abandoned continuation."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    write_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def train_stage(
+    config: RunConfig,
+    data: Sequence[Path],
+    out: Path,
+    lexicon: Lexicon,
+    *,
+    init: Path | None = None,
+    resume: str | None = None,
+    device: str | None = None,
+    stop_at: int | None = None,
+    on_step: Callable[[dict], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+) -> StageResult:
+    """Run (or resume) one stage. `stop_at` ends after that many total steps with a checkpoint, as an
+    interruption would; `on_start(total_steps, start_step)` and `on_step(record)` feed a progress display."""
+    out = Path(out)
+    checkpoint = _prepare_out(out, resume)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    encoder = resolve_text_encoder(config.model.text.model_path)
+    provenance = _provenance(config, data, lexicon, encoder, init)
+    if checkpoint is not None:
+        _check_resume(out, provenance)
+
+    shards = ShardSet.load(data, lexicon)
+    sampler = CoOccurrenceSampler(shards.semantic_ids, shards.langs,
+                                  SamplerConfig(config.batch.batch_size, config.batch.per_id, config.seed))
+    per_epoch = len(sampler)
+    if per_epoch == 0:
+        raise TrainingError(f"{len(shards):,} rows is fewer than one batch of {config.batch.batch_size}; "
+                            "lower batch.batch_size (--batch-size)")
+    total = config.optim.epochs * per_epoch
+    if config.optim.max_steps:
+        total = min(total, config.optim.max_steps)
+
+    torch.manual_seed(config.seed)
+    model = DualEncoder(config.model, encoder)
+    if init is not None:
+        _load_init(model, Path(init), config)
+    model.to(dev)
+    optimizer = torch.optim.AdamW(param_groups(model, config.optim.weight_decay), lr=config.optim.lr,
+                                  betas=config.optim.betas)
+    loss_fn = RetrievalLoss(config.loss.use_v2t, config.loss.use_t2v, config.loss.use_inv, config.loss.lam,
+                            config.loss.label_aware)
+    state = TrainState()
+    if checkpoint is not None:
+        weights, optim_state, state, rng = read_checkpoint(checkpoint)
+        model.load_saved_state(weights, str(checkpoint))
+        optimizer.load_state_dict(optim_state)
+        _trim_metrics(out / METRICS, state.step)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / CONFIG, json.dumps(provenance, indent=1) + "\n")
+    model.text.precompute(sorted(set(shards.texts.tolist())))
+
+    dataset = BatchDataset(shards, config.model.image.image_height, config.model.image.image_width,
+                           config.data.augment, config.seed)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    autocast = dev.type == "cuda"
+    if checkpoint is not None:
+        restore_rng(rng)  # last: filling the text cache runs the (dropout-enabled) top layers
+    if on_start:
+        on_start(total, state.step)
+    started, images, loss_value = time.perf_counter(), 0, state.loss
+    model.train()
+    with _Interrupt() as interrupt:
+
+        def should_stop() -> bool:
+            return state.step >= total or (stop_at is not None and state.step >= stop_at) or interrupt.requested
+
+        while state.step < total:
+            sampler.set_epoch(state.epoch)
+            batches = list(sampler)
+            loader = batch_loader(dataset, EpochBatches(batches, state.epoch, state.batch), config.data.workers)
+            epoch_losses = []
+            tick = time.perf_counter()
+            for batch in loader:
+                rows = batch["rows"].numpy()
+                lr = lr_at(state.step, total, config)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                sids = torch.as_tensor(shards.semantic_ids[rows], device=dev)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+                    outputs = model(batch["images"].to(dev, non_blocking=True), shards.texts[rows].tolist(), sids)
+                outputs = {k: (v.float() if k.endswith("embeds") else v) for k, v in outputs.items()}
+                terms = loss_fn(**outputs)
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                norm = torch.nn.utils.clip_grad_norm_(trainable, config.optim.grad_clip or float("inf"))
+                loss_value = float(terms["loss"].detach())
+                if not (math.isfinite(loss_value) and math.isfinite(float(norm))):
+                    _diverged(out, state, loss_value, float(norm))
+                optimizer.step()
+                model.logit_scale.clamp_()
+                state.step += 1
+                state.batch += 1
+                state.loss = loss_value
+                now = time.perf_counter()
+                images += len(rows)
+                record = {"step": state.step, "epoch": state.epoch, "lr": lr, "grad_norm": float(norm),
+                          "temperature": 1.0 / float(outputs["logit_scale"].detach()),
+                          "images_per_s": len(rows) / (now - tick),
+                          **{k: float(v.detach()) for k, v in terms.items()}}
+                tick = now
+                epoch_losses.append(loss_value)
+                _log(out / METRICS, record)
+                if on_step:
+                    on_step(record)
+                done_epoch = state.batch == per_epoch
+                if done_epoch:
+                    state.epoch, state.batch = state.epoch + 1, 0
+                    _log(out / METRICS, {"step": state.step, "epoch_done": state.epoch,
+                                         "loss_mean": float(np.mean(epoch_losses))})
+                stop = should_stop()
+                every = config.checkpoint_every and state.step % config.checkpoint_every == 0
+                if done_epoch or every or stop:
+                    save_checkpoint(out, model.saved_state(), optimizer, state, config.keep_checkpoints)
+                if done_epoch:
+                    plot_curves(out / METRICS, out / CURVES)
+                if stop or done_epoch:
+                    break
+            if should_stop():
+                break
+    seconds = time.perf_counter() - started
+    finished = state.step >= total
+    if finished:
+        if config.precise_bn_batches:
+            sampler.set_epoch(state.epoch)
+            batches = list(sampler)[: config.precise_bn_batches]
+            loader = batch_loader(dataset, EpochBatches(batches, state.epoch), config.data.workers)
+            recalibrate_bn(model.image, (b["images"].to(dev) for b in loader))
+        save_final(out, model.saved_state(), {"steps": state.step, "epochs": state.epoch, "loss": state.loss,
+                                              "checkpoint": step_name(state.step)})
+        plot_curves(out / METRICS, out / CURVES)
+    return StageResult(out, state.step, state.epoch, finished, images / seconds if seconds else 0.0, seconds, loss_value)
+
+
+@torch.no_grad()
+def recalibrate_bn(image: torch.nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Precise BatchNorm: replace the running statistics of the image tower's trainable BN layers by their
+    plain average over `batches` computed with the final weights.
+
+    With the paper's BN momentum (0.01, from the TensorFlow decay 0.99) the running averages trail the
+    weights by ~100 steps; after a short or fast-moving run they no longer describe the final network and
+    eval-mode embeddings collapse (measured on a 240-step test run: Acc@1 at chance in eval mode, 1.0 in
+    train mode or after recalibration). Frozen blocks (see ImageTower.lock) keep their statistics.
+    Returns the number of batches used.
+    """
+    was_training = image.training
+    image.train()
+    layers = [m for m in image.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch weighs the same
+    n = 0
+    for images in batches:
+        image(images)
+        n += 1
+    for m, momentum in zip(layers, momenta):
+        m.momentum = momentum
+    image.train(was_training)
+    return n
+
+
+def _load_init(model: DualEncoder, init: Path, config: RunConfig) -> None:
+    """Start from another run's weights, after checking both runs built the same model."""
+    run, weights = model_weights(init)
+    theirs = read_run_config(run)["config"]["model"]
+    diffs = config_differences(theirs, config.to_dict()["model"], "model.")
+    if diffs:
+        raise TrainingError(f"--init {init}: that run's model differs from this config in {', '.join(diffs[:4])}; "
+                            "use the same preset (or model overrides) for both stages")
+    model.load_saved_state(weights, str(init))
+
+
+def _diverged(out: Path, state: TrainState, loss: float, norm: float) -> None:
+    try:
+        last = f"the last good checkpoint is {latest_checkpoint(out)}"
+    except CheckpointError:
+        last = "no checkpoint was written yet"
+    raise TrainingError(f"training diverged at step {state.step + 1} (epoch {state.epoch}): loss {loss}, "
+                        f"gradient norm {norm}; nothing was saved from this step, {last}; "
+                        "lower optim.lr or set optim.grad_clip, then --resume latest")
+
+
+def plot_curves(metrics: Path, png: Path) -> None:
+    """Loss terms, learning rate and temperature against the step, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    steps = [r for r in records if "loss" in r]
+    if not steps:
+        return
+    x = [r["step"] for r in steps]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
+    for key in ("loss", "itc", "inv"):
+        if key in steps[0]:
+            axes[0].plot(x, [r[key] for r in steps], label=key, linewidth=1)
+    epochs = [r for r in records if "epoch_done" in r]
+    if epochs:
+        axes[0].plot([r["step"] for r in epochs], [r["loss_mean"] for r in epochs], "o-", label="epoch mean")
+    axes[0].set(title="loss", xlabel="step")
+    axes[0].legend()
+    axes[1].plot(x, [r["lr"] for r in steps])
+    axes[1].set(title="learning rate", xlabel="step")
+    axes[2].plot(x, [r["temperature"] for r in steps])
+    axes[2].set(title="temperature τ", xlabel="step")
+    tmp = png.with_name(f".{png.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(png)
