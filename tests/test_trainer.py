@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import train.trainer as trainer
 from synth.lexicon import load_lexicon
+from tests.train_fixtures import make_tiny_bert, write_lexicon, write_shards
+from train import trainer
 from train.checkpoint import CheckpointError, latest_checkpoint, model_weights, read_checkpoint
 from train.config import ConfigError, load_config
 from train.trainer import TrainingError, lr_at, param_groups, train_stage
-from tests.train_fixtures import make_tiny_bert, write_lexicon, write_shards
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_resume_reaches_the_uninterrupted_result(tiny, tmp_path):
 def test_checkpoint_holds_trainable_text_layers_not_the_frozen_encoder(tiny, tmp_path):
     _, lexicon, bert, data = tiny
     train_stage(tiny_config(bert, **{"optim.max_steps": 1}), [data], tmp_path / "run", lexicon)
-    weights, optimizer, state, rng = read_checkpoint(latest_checkpoint(tmp_path / "run"))
+    weights, _, state, rng = read_checkpoint(latest_checkpoint(tmp_path / "run"))
     assert state.step == 1 and "rng.torch" in rng
     assert any(k.startswith("text.model.encoder.layer.1.") for k in weights)  # the unlocked top layer
     assert not any(k.startswith("text.model.encoder.layer.0.") for k in weights)  # frozen: from the folder

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -15,9 +15,10 @@ from rich.table import Table
 from synth.lexicon import LexiconError, load_lexicon
 from synth.progress import progress_bar
 from train.checkpoint import CheckpointError
-from train.config import ConfigError, RunConfig, load_config, preset_names
 from train.cli_text_encoder import text_encoder_app
+from train.config import ConfigError, RunConfig, load_config, preset_names
 from train.data import DataError
+from train.text_tower import TextEncoderError
 
 app = typer.Typer(help="Dual-encoder training and cross-lingual retrieval on synth shards.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
@@ -27,7 +28,7 @@ err = Console(stderr=True)
 app.add_typer(text_encoder_app, name="text-encoder")
 
 PAPER_IMAGE_TOWER = 1_290_000  # the reference paper's image-tower size (1.29 M parameters)
-_ERRORS = (DataError, ConfigError, CheckpointError, LexiconError, FileNotFoundError)
+_ERRORS = (DataError, ConfigError, CheckpointError, LexiconError, TextEncoderError, FileNotFoundError)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -47,16 +48,16 @@ def main() -> None:
 DataOpt = Annotated[list[Path], typer.Option("--data", help="Shard folder (as `synth render --out` writes); repeat to combine.")]
 RunOpt = Annotated[Path, typer.Option("--out", help="Run folder: config, metrics, curves and checkpoints (must be new unless --resume).")]
 PresetOpt = Annotated[str, typer.Option("--preset", help=f"Preset name ({', '.join(preset_names())}) or a YAML file.")]
-TextEncoderOpt = Annotated[Optional[Path], typer.Option("--text-encoder", help="Hugging Face encoder folder (default: the prepared multilingual-e5-small).")]
-EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=1, help="Override the stage's epochs.")]
-BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=2, help="Override rows per step.")]
-LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Override the peak learning rate.")]
-MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Stop after this many steps (the LR schedule spans them).")]
-WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=0, help="DataLoader processes decoding images.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any config value, KEY=VALUE with a dotted key, e.g. loss.lam=0.5 (repeatable).")]
-ResumeOpt = Annotated[Optional[str], typer.Option("--resume", help="Continue --out from `latest` or a checkpoint folder.")]
-LexiconOpt = Annotated[Optional[Path], typer.Option("--lexicon", help="Lexicon TSV (default: lexicon/lexicon.tsv).")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 … (default: cuda when available).")]
+TextEncoderOpt = Annotated[Path | None, typer.Option("--text-encoder", help="Hugging Face encoder folder (default: the prepared multilingual-e5-small).")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", min=1, help="Override the stage's epochs.")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=2, help="Override rows per step.")]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="Override the peak learning rate.")]
+MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps (the LR schedule spans them).")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", min=0, help="DataLoader processes decoding images.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Any config value, KEY=VALUE with a dotted key, e.g. loss.lam=0.5 (repeatable).")]
+ResumeOpt = Annotated[str | None, typer.Option("--resume", help="Continue --out from `latest` or a checkpoint folder.")]
+LexiconOpt = Annotated[Path | None, typer.Option("--lexicon", help="Lexicon TSV (default: lexicon/lexicon.tsv).")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 … (default: cuda when available).")]
 
 
 def _overrides(text_encoder, epochs, batch_size, lr, max_steps, workers, sets) -> dict[str, Any]:
@@ -168,7 +169,7 @@ def evaluate_cmd(
     data: DataOpt,
     cross_lingual: Annotated[bool, typer.Option("--cross-lingual", help="Also the six cross-lingual directions.")] = False,
     whole_lexicon: Annotated[bool, typer.Option("--whole-lexicon", help="Gallery = every lexicon entry, not only the IDs in --data.")] = False,
-    report: Annotated[Optional[Path], typer.Option("--out", help="Report JSON (a .md table is written beside it; default RUN/eval/<data>.json).")] = None,
+    report: Annotated[Path | None, typer.Option("--out", help="Report JSON (a .md table is written beside it; default RUN/eval/<data>.json).")] = None,
     text_encoder: TextEncoderOpt = None,
     lexicon: LexiconOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 256,
@@ -181,13 +182,16 @@ def evaluate_cmd(
     Within-language Acc@1/3/5 and MRR per language and overall; with --cross-lingual the six directions
     en→zh, zh→en, zh→es, es→zh, es→en, en→es and their mean; the R/D ratio of the image embeddings.
     """
+    import pyarrow.parquet as pq
+
     from train.checkpoint import model_weights
+    from train.data import find_shards
     from train.evaluate import evaluate, load_model, markdown
 
     try:
         lex = load_lexicon(lexicon)
         model, provenance = load_model(ckpt, text_encoder, device)
-        total = None
+        total = sum(pq.ParquetFile(p).metadata.num_rows for d in data for p in find_shards(d))
         bar = progress_bar(err, unit="images")
         with bar:
             task = bar.add_task("eval", total=total)
@@ -212,7 +216,7 @@ def evaluate_cmd(
 
 @app.command()
 def info(
-    text_encoder: Annotated[Optional[Path], typer.Option("--text-encoder", help="A local Hugging Face encoder folder to size too.")] = None,
+    text_encoder: Annotated[Path | None, typer.Option("--text-encoder", help="A local Hugging Face encoder folder to size too.")] = None,
     unlocked_layers: Annotated[int, typer.Option("--unlocked-layers", help="Top text layers left trainable by lock().")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:

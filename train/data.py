@@ -17,7 +17,7 @@ does not match its lexicon entry means the shards came from another lexicon, and
 
 Images: decoded to grey, fitted into the model's (height, width) keeping their aspect (shrunk or padded at
 the right and bottom), and returned as ink intensity in [0, 1] (1 − grey/255; paper and padding are 0).
-Training augmentation is light and seeded per (seed, epoch, row), so it is the same with any number of
+Training augmentation is light and seeded per (seed, epoch, batch), so it is the same with any number of
 workers and after a resume.
 """
 
@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from synth.lexicon import Lexicon
-from synth.manifest import DATA, read_manifest
+from synth.manifest import DATA, DatasetError, read_manifest
 from synth.schema import IMAGE, LANG, SEMANTIC_ID, TEXT
 from synth.shards import is_temp_name
 
@@ -59,8 +59,8 @@ def find_shards(root: Path) -> list[Path]:
         raise DataError(f"data not found: {root} (render shards first, e.g. `synth render --out {root}`)")
     try:
         manifest = read_manifest(root)
-    except Exception as exc:  # a manifest we cannot read is reported, not trusted
-        raise DataError(f"{root}: unreadable manifest.json ({exc})") from None
+    except DatasetError as exc:  # a manifest we cannot read is reported, not trusted
+        raise DataError(str(exc)) from None
     if manifest is not None and manifest.get("status") != "complete":
         raise DataError(f"{root}: dataset is incomplete (manifest status {manifest.get('status')!r}); "
                         "re-run the same `synth render` command to finish it")
@@ -206,7 +206,7 @@ def augment(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 class BatchDataset(Dataset):
-    """Map-style dataset indexed by (epoch, rows) batches: returns the batch's images and row numbers."""
+    """Map-style dataset indexed by (epoch, batch index, rows): returns the batch's images and row numbers."""
 
     def __init__(self, shards: ShardSet, height: int, width: int, augment: bool, seed: int) -> None:
         self.shards, self.height, self.width, self.augment, self.seed = shards, height, width, augment, seed
@@ -214,19 +214,18 @@ class BatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.shards)
 
-    def __getitem__(self, item: tuple[int, list[int]]) -> dict[str, torch.Tensor]:
-        epoch, rows = item
+    def __getitem__(self, item: tuple[int, int, list[int]]) -> dict[str, torch.Tensor]:
+        epoch, index, rows = item
         images = np.empty((len(rows), 1, self.height, self.width), np.float32)
+        rng = np.random.default_rng([self.seed, epoch, index])  # one per batch: batches are fixed by (seed, epoch)
         for i, row in enumerate(rows):
             ink = decode(self.shards.png(row), self.height, self.width)
-            if self.augment:
-                ink = augment(ink, np.random.default_rng([self.seed, epoch, row]))
-            images[i, 0] = ink
+            images[i, 0] = augment(ink, rng) if self.augment else ink
         return {"images": torch.from_numpy(images), "rows": torch.as_tensor(rows, dtype=torch.int64)}
 
 
 class EpochBatches(torch.utils.data.Sampler):
-    """Yields (epoch, rows) for the batches of one epoch from `start` on (a resumed epoch skips the done ones)."""
+    """Yields (epoch, batch index, rows) for the batches of one epoch from `start` on (a resumed epoch skips the done ones)."""
 
     def __init__(self, batches: list[list[int]], epoch: int, start: int = 0) -> None:
         self.batches, self.epoch, self.start = batches, epoch, start
@@ -234,13 +233,17 @@ class EpochBatches(torch.utils.data.Sampler):
     def __len__(self) -> int:
         return len(self.batches) - self.start
 
-    def __iter__(self) -> Iterator[tuple[int, list[int]]]:
-        for rows in self.batches[self.start:]:
-            yield self.epoch, rows
+    def __iter__(self) -> Iterator[tuple[int, int, list[int]]]:
+        for index in range(self.start, len(self.batches)):
+            yield self.epoch, index, self.batches[index]
 
 
 def batch_loader(dataset: BatchDataset, batches: EpochBatches, workers: int) -> torch.utils.data.DataLoader:
     """DataLoader over whole batches: each worker decodes the batches it is given, none twice."""
+    # OpenCV's thread pool only competes with the training step for the cores on images this small. Set in
+    # this process, before workers fork: calling setNumThreads in a forked child whose parent already ran
+    # OpenCV's pool deadlocks (seen in the tests).
+    cv2.setNumThreads(1)
     return torch.utils.data.DataLoader(
         dataset, sampler=batches, batch_size=None, num_workers=workers, collate_fn=None,
         persistent_workers=False, prefetch_factor=2 if workers else None,

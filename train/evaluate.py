@@ -93,9 +93,9 @@ def evaluate(model: DualEncoder, roots: Sequence[Path], lexicon: Lexicon, *, cro
 
     within = {lang: rank(lang, lang) for lang in present}
     report = {
-        "n_images": int(len(sids)),
+        "n_images": len(sids),
         "languages": present,
-        "gallery": {"kind": "lexicon" if whole_lexicon else "evaluation-set ids", "size": int(len(gallery_ids))},
+        "gallery": {"kind": "lexicon" if whole_lexicon else "evaluation-set ids", "size": len(gallery_ids)},
         "within": {**{lang: _scores(r) for lang, r in within.items()}, "all": _scores(np.concatenate(list(within.values())))},
     }
     if cross_lingual:

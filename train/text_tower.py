@@ -24,6 +24,10 @@ from torch import nn
 CHECK_TOLERANCE = 1e-4
 
 
+class TextEncoderError(ValueError):
+    """A text encoder folder that cannot be used (not a model, unloadable, or an unknown layout)."""
+
+
 @dataclass
 class TextTowerConfig:
     model_path: str = ""            # a local Hugging Face model folder (config.json, weights, tokenizer)
@@ -39,19 +43,22 @@ class TextTowerConfig:
 def load_encoder(path: str | Path, local_files_only: bool = True) -> tuple[nn.Module, object]:
     """(model, tokenizer) from a Hugging Face folder; one-line errors for a missing folder or a non-model."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a per-load "Loading weights" bar is noise in our own progress display
 
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"text encoder folder not found: {folder} "
                                 "(run `train text-encoder prepare` or pass a Hugging Face model folder)")
     if not (folder / "config.json").is_file():
-        raise ValueError(f"not a Hugging Face model folder (no config.json): {folder}")
+        raise TextEncoderError(f"not a Hugging Face model folder (no config.json): {folder}")
     try:
         model = AutoModel.from_pretrained(str(folder), local_files_only=local_files_only)
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=local_files_only)
     except (OSError, ValueError, KeyError) as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"cannot load a text encoder from {folder}: {first_line}") from exc
+        raise TextEncoderError(f"cannot load a text encoder from {folder}: {first_line}") from exc
     # Positions of real tokens must not depend on padding: cached prefixes are stored unpadded.
     tokenizer.padding_side = "right"
     return model, tokenizer
@@ -150,7 +157,7 @@ class TextTower(nn.Module):
             self.model.requires_grad_(True)
         elif self.layers is None:
             if unlocked_layers > 0:
-                raise ValueError(f"lock({unlocked_layers}) needs a layer list, and "
+                raise TextEncoderError(f"lock({unlocked_layers}) needs a layer list, and "
                                  f"{type(self.model).__name__} has none we know; use lock(0) or lock(None)")
             frozen = 0  # means "whole encoder": there are no separately trainable layers
             self.model.requires_grad_(False)

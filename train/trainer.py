@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import torch
@@ -27,8 +28,19 @@ import torch
 from synth.files import sha256_file, write_atomic
 from synth.lexicon import Lexicon
 from synth.manifest import config_differences, read_manifest
-from train.checkpoint import (CONFIG, CheckpointError, TrainState, latest_checkpoint, model_weights, read_checkpoint,
-                              read_run_config, restore_rng, save_checkpoint, save_final, step_name)
+from train.checkpoint import (
+    CONFIG,
+    CheckpointError,
+    TrainState,
+    latest_checkpoint,
+    model_weights,
+    read_checkpoint,
+    read_run_config,
+    restore_rng,
+    save_checkpoint,
+    save_final,
+    step_name,
+)
 from train.config import RunConfig
 from train.data import BatchDataset, EpochBatches, ShardSet, batch_loader, find_shards
 from train.losses import RetrievalLoss
@@ -79,6 +91,7 @@ def data_fingerprint(roots: Sequence[Path]) -> list[dict]:
     out = []
     for root in roots:
         root = Path(root).resolve()
+        find_shards(root)  # a missing, empty or unfinished dataset is named before anything else
         manifest = read_manifest(root) if root.is_dir() else None
         if manifest is not None:
             out.append({"path": str(root), "fingerprint": manifest["fingerprint"]})
@@ -132,7 +145,7 @@ class _Interrupt:
         self.requested = False
         self._previous = None
 
-    def __enter__(self) -> _Interrupt:
+    def __enter__(self) -> Self:
         try:
             self._previous = signal.signal(signal.SIGINT, self._handle)
         except ValueError:  # not the main thread: leave signals alone
@@ -220,7 +233,6 @@ def train_stage(
     dataset = BatchDataset(shards, config.model.image.image_height, config.model.image.image_width,
                            config.data.augment, config.seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    autocast = dev.type == "cuda"
     if checkpoint is not None:
         restore_rng(rng)  # last: filling the text cache runs the (dropout-enabled) top layers
     if on_start:
@@ -244,27 +256,23 @@ def train_stage(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 sids = torch.as_tensor(shards.semantic_ids[rows], device=dev)
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                     outputs = model(batch["images"].to(dev, non_blocking=True), shards.texts[rows].tolist(), sids)
-                outputs = {k: (v.float() if k.endswith("embeds") else v) for k, v in outputs.items()}
-                terms = loss_fn(**outputs)
+                terms = loss_fn(**{k: (v.float() if k.endswith("embeds") else v) for k, v in outputs.items()})
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
-                norm = torch.nn.utils.clip_grad_norm_(trainable, config.optim.grad_clip or float("inf"))
+                norm = float(torch.nn.utils.clip_grad_norm_(trainable, config.optim.grad_clip or float("inf")))
                 loss_value = float(terms["loss"].detach())
-                if not (math.isfinite(loss_value) and math.isfinite(float(norm))):
-                    _diverged(out, state, loss_value, float(norm))
+                if not (math.isfinite(loss_value) and math.isfinite(norm)):
+                    _diverged(out, state, loss_value, norm)
                 optimizer.step()
                 model.logit_scale.clamp_()
-                state.step += 1
-                state.batch += 1
-                state.loss = loss_value
-                now = time.perf_counter()
+                state.step, state.batch, state.loss = state.step + 1, state.batch + 1, loss_value
                 images += len(rows)
-                record = {"step": state.step, "epoch": state.epoch, "lr": lr, "grad_norm": float(norm),
+                now = time.perf_counter()
+                record = {"step": state.step, "epoch": state.epoch, "lr": lr, "grad_norm": norm,
                           "temperature": 1.0 / float(outputs["logit_scale"].detach()),
-                          "images_per_s": len(rows) / (now - tick),
-                          **{k: float(v.detach()) for k, v in terms.items()}}
+                          "images_per_s": len(rows) / (now - tick), **{k: float(v.detach()) for k, v in terms.items()}}
                 tick = now
                 epoch_losses.append(loss_value)
                 _log(out / METRICS, record)
@@ -288,7 +296,7 @@ def train_stage(
     seconds = time.perf_counter() - started
     finished = state.step >= total
     if finished:
-        if config.precise_bn_batches:
+        if config.precise_bn_batches:  # the first batches of the epoch that would come next
             sampler.set_epoch(state.epoch)
             batches = list(sampler)[: config.precise_bn_batches]
             loader = batch_loader(dataset, EpochBatches(batches, state.epoch), config.data.workers)

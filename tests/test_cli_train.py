@@ -1,0 +1,98 @@
+"""`train pretrain | finetune | eval` end to end through the real entry points: `synth render` writes a few
+dozen word images with the test fonts, the trainer runs a few steps on a tiny BERT, eval prints the tables.
+Then each kind of bad input gets one clear line and exit code 1."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from synth.cli import app as synth_app
+from tests.dataset_fixtures import make_world
+from tests.train_fixtures import make_tiny_bert
+from train.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-train")
+    with pytest.MonkeyPatch.context() as mp:
+        w = make_world(root, mp)
+        canvas = root / "canvas.yaml"
+        canvas.write_text("height: 32\nwidth: 128\n")
+        common = ["--ids", "0:8", "--config", str(canvas), "--lexicon", str(w.lexicon), "--catalogue",
+                  str(w.catalogue), "--workers", "1"]
+        for fonts, per_id, out in (("train", "2", root / "shards"), ("held-out", "1", root / "held")):
+            result = runner.invoke(synth_app, ["render", "--lang", "all", "--fonts", fonts, "--per-id", per_id,
+                                               "--out", str(out), *common])
+            assert result.exit_code == 0, result.output
+        bert = make_tiny_bert(root / "bert")
+        small = ["--preset", "cpu-small", "--text-encoder", str(bert), "--lexicon", str(w.lexicon), "--workers", "0",
+                 "--batch-size", "12", "--set", "model.text.prefix=''", "--set", "precise_bn_batches=1"]
+        yield root, w, small
+
+
+def one_error_line(result, fragment: str) -> None:
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and fragment in errors[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_pretrain_finetune_eval(world):
+    root, w, small = world
+    run, fine = root / "run", root / "fine"
+    result = runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(run), "--max-steps", "2", *small])
+    assert result.exit_code == 0, result.output
+    assert "pretrain done, 2 steps" in result.output
+    for name in ("config.json", "metrics.jsonl", "curves.png", "model.safetensors", "model.json"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "config.json").read_text())["config"]["optim"]["max_steps"] == 2
+
+    result = runner.invoke(app, ["finetune", "--init", str(run), "--data", str(root / "shards"), "--out", str(fine),
+                                 "--max-steps", "1", *small])
+    assert result.exit_code == 0, result.output
+    provenance = json.loads((fine / "config.json").read_text())
+    assert provenance["init"] == str(run.resolve()) and provenance["config"]["stage"] == "finetune"
+    assert provenance["config"]["optim"]["lr"] == 2e-4  # the preset's finetune stage
+
+    report = root / "eval.json"
+    result = runner.invoke(app, ["eval", "--ckpt", str(fine), "--data", str(root / "held"), "--cross-lingual",
+                                 "--lexicon", str(w.lexicon), "--out", str(report)])
+    assert result.exit_code == 0, result.output
+    for row in ("| en |", "| es |", "| zh |", "| all |", "| es→zh |", "| en→es |", "| mean |"):
+        assert row in result.output, row
+    data = json.loads(report.read_text())
+    assert data["n_images"] == 24 and data["gallery"]["size"] == 8  # 8 IDs × 3 languages × 1 held-out style
+    assert f"{data['within']['es']['acc@1']:.4f}" in report.with_suffix(".md").read_text()
+
+
+def test_bad_input_is_one_line(world, tmp_path):
+    root, w, small = world
+    one_error_line(runner.invoke(app, ["pretrain", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), *small]),
+                   "data not found")
+
+    broken = tmp_path / "broken" / "data"
+    broken.mkdir(parents=True)
+    pq.write_table(pa.table({"image": [b"x"], "semantic_id": [0]}), broken / "train-00000-of-00001.parquet")
+    one_error_line(runner.invoke(app, ["pretrain", "--data", str(broken.parent), "--out", str(tmp_path / "r"), *small]),
+                   "column 'image' has type binary; expected struct")
+
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(run), "--max-steps", "1", *small]).exit_code == 0
+    one_error_line(runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(run), *small]),
+                   "already exists")
+    one_error_line(runner.invoke(app, ["finetune", "--init", str(run), "--data", str(root / "shards"), "--out",
+                                       str(tmp_path / "f"), "--set", "model.image.image_width=160", *small]),
+                   "model differs from this config in model.image.image_width")
+    one_error_line(runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(tmp_path / "x"),
+                                       "--set", "optim.warmup=2", *small]), "optim.warmup must be in [0, 1)")
+
+    weights = run / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    one_error_line(runner.invoke(app, ["eval", "--ckpt", str(run), "--data", str(root / "held"), "--lexicon", str(w.lexicon)]),
+                   "checksum mismatch")

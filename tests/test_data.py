@@ -1,0 +1,122 @@
+"""Shard readers for training and evaluation: errors, lexicon lookup, decoding, and worker splitting."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from synth.lexicon import load_lexicon
+from tests.train_fixtures import write_lexicon, write_shards
+from train.data import (
+    BatchDataset,
+    DataError,
+    EpochBatches,
+    ShardSet,
+    ShardStream,
+    augment,
+    batch_loader,
+    decode,
+    find_shards,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    return root, load_lexicon(write_lexicon(root / "lexicon.tsv")), write_shards(root / "shards", per_id=2, shards=3)
+
+
+def test_find_shards_explains_what_is_wrong(tmp_path, tiny):
+    _, _, shards = tiny
+    assert [p.name for p in find_shards(shards)] == [f"train-{i:05d}-of-00003.parquet" for i in range(3)]
+    with pytest.raises(DataError, match="data not found"):
+        find_shards(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no Parquet shards"):
+        find_shards(tmp_path / "empty")
+    (tmp_path / "half").mkdir()
+    manifest = {"format": "synth-dataset/1", "status": "incomplete", "fingerprint": "f", "config": {}, "shards": []}
+    (tmp_path / "half" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="incomplete"):
+        find_shards(tmp_path / "half")
+    (tmp_path / "half" / "manifest.json").write_text("{not json")
+    with pytest.raises(DataError, match="unreadable manifest"):
+        find_shards(tmp_path / "half")
+
+
+def test_rows_take_their_text_from_the_lexicon(tiny, tmp_path):
+    root, lexicon, shards = tiny
+    data = ShardSet.load([shards], lexicon)
+    assert len(data) == 8 * 3 * 2
+    for sid, lang, text in zip(data.semantic_ids, data.langs, data.texts):
+        assert text == lexicon.entries[sid].text(lang)
+    assert set(ShardSet.load([shards], lexicon, langs=["zh"]).langs) == {"zh"}
+    other = root / "other.tsv"
+    other.write_text(lexicon.path.read_text().replace("agua", "aguas"))
+    with pytest.raises(DataError, match="reads 'agua' but lexicon entry 0 \\(es\\) is 'aguas'"):
+        ShardSet.load([shards], load_lexicon(other))
+    short = root / "short.tsv"
+    short.write_text("".join(lexicon.path.read_text().splitlines(keepends=True)[:3]))
+    with pytest.raises(DataError, match="semantic ID 2 is not in the lexicon"):
+        ShardSet.load([shards], load_lexicon(short))
+
+
+def test_png_buffer_holds_every_image_exactly(tiny):
+    _, lexicon, shards = tiny
+    data = ShardSet.load([shards], lexicon)
+    stored = [cell["bytes"] for p in find_shards(shards) for cell in pq.read_table(p, columns=["image"])["image"].to_pylist()]
+    assert [data.png(i).tobytes() for i in range(len(data))] == stored
+
+
+def test_decode_fits_keeping_aspect():
+    import cv2
+
+    grey = np.full((20, 100), 255, np.uint8)
+    grey[:, :10] = 0  # ink at the left
+    png = cv2.imencode(".png", grey)[1].tobytes()
+    same = decode(png, 20, 100)
+    assert same.shape == (20, 100) and same[:, :10].min() == 1.0 and same[:, 10:].max() == 0.0
+    fitted = decode(png, 32, 64)  # width-bound: 100 → 64, height 20 → 13, padded below with paper (0)
+    assert fitted.shape == (32, 64) and fitted[13:].max() == 0.0 and fitted[:12, :5].min() > 0.9
+
+
+def test_augment_is_light_and_seeded():
+    ink = np.zeros((32, 128), np.float32)
+    ink[8:24, 20:100] = 1.0
+    a = augment(ink, np.random.default_rng(1))
+    assert np.array_equal(a, augment(ink, np.random.default_rng(1)))
+    assert not np.array_equal(a, augment(ink, np.random.default_rng(2)))
+    assert 0.0 <= a.min() and a.max() <= 1.0 and abs(a.sum() / ink.sum() - 1) < 0.35
+
+
+def test_batches_are_the_same_with_or_without_workers(tiny):
+    _, lexicon, shards = tiny
+    data = ShardSet.load([shards], lexicon)
+    dataset = BatchDataset(data, 32, 128, augment=True, seed=3)
+    batches = [list(range(i, i + 8)) for i in range(0, 48, 8)]
+
+    def run(workers):
+        return list(batch_loader(dataset, EpochBatches(batches, epoch=1, start=2), workers))
+
+    inline, forked = run(0), run(2)
+    assert len(inline) == len(forked) == 4
+    for a, b in zip(inline, forked):
+        assert torch.equal(a["rows"], b["rows"]) and torch.equal(a["images"], b["images"])
+    assert [b["rows"].tolist() for b in inline] == batches[2:]
+
+
+def test_stream_splits_shards_across_workers_without_duplicates(tiny):
+    shards = tiny[2]
+    stream = ShardStream(find_shards(shards), 32, 128, batch_size=5)
+    for workers in (0, 2):
+        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
+        seen = [(int(s), l, t) for b in loader for s, l, t in zip(b["semantic_ids"], b["langs"], b["texts"])]
+        assert len(seen) == 48
+        counts = {}
+        for key in seen:
+            counts[key] = counts.get(key, 0) + 1
+        assert all(n == 2 for n in counts.values()) and len(counts) == 24  # per_id=2 rows of each (id, lang)
+    only_es = [b for b in ShardStream(find_shards(shards), 32, 128, langs=["es"])]
+    assert {lang for b in only_es for lang in b["langs"]} == {"es"}
