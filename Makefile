@@ -29,7 +29,7 @@ text-encoder: $(VENV)/.installed
 	@[ -f "$$($(BIN)/python -c 'from train.e5_convert import default_encoder_dir as d; print(d())')/prepare.json" ] \
 	  || $(BIN)/train text-encoder prepare
 
-# The demo: 100 words × 3 languages × 8 train-style images, a short pre-training on the CPU (about 3 min on
+# The demo: 100 words × 3 languages × 8 train-style images, a short pre-training on the CPU (under 2 min on
 # 2 cores), then retrieval on the same words in held-out font families, within and across languages.
 # Re-running resumes or reuses what is already there.
 DEMO_TRAIN := --data out/demo --out out/demo-run --preset cpu-small --epochs 12 --batch-size 256
