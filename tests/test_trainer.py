@@ -108,7 +108,7 @@ def test_checkpoint_holds_trainable_text_layers_not_the_frozen_encoder(tiny, tmp
     original = load_file(bert / "model.safetensors")
     from train.evaluate import load_model
 
-    model, _ = load_model(tmp_path / "run")
+    model, _, _ = load_model(tmp_path / "run")
     own = dict(model.text.model.named_parameters())
     assert torch.equal(own["encoder.layer.0.attention.self.query.weight"], original["encoder.layer.0.attention.self.query.weight"])
     assert not torch.equal(own["encoder.layer.1.attention.self.query.weight"], original["encoder.layer.1.attention.self.query.weight"])
@@ -187,7 +187,7 @@ def test_training_learns_the_fixture_task(tiny, tmp_path):
     train_stage(config, [data], tmp_path / "run", lexicon)
     from train.evaluate import evaluate, load_model
 
-    model, _ = load_model(tmp_path / "run")
+    model, _, _ = load_model(tmp_path / "run")
     report = evaluate(model, [held], lexicon, cross_lingual=True)
     assert report["within"]["all"]["acc@1"] >= 0.5, report["within"]
     assert set(report["cross"]) == {"en→zh", "zh→en", "zh→es", "es→zh", "es→en", "en→es", "mean"}
@@ -199,7 +199,7 @@ def test_evaluate_matches_a_brute_force_ranking(tiny, tmp_path):
     train_stage(tiny_config(bert, **{"optim.max_steps": 2}), [data], tmp_path / "run", lexicon)
     from train.evaluate import embed_images, embed_texts, evaluate, load_model
 
-    model, _ = load_model(tmp_path / "run")
+    model, _, _ = load_model(tmp_path / "run")
     report = evaluate(model, [data], lexicon, cross_lingual=True)
     images = embed_images(model, [data])
     ids = np.unique(images["semantic_ids"])

@@ -184,13 +184,12 @@ def evaluate_cmd(
     """
     import pyarrow.parquet as pq
 
-    from train.checkpoint import model_weights
     from train.data import find_shards
     from train.evaluate import evaluate, load_model, markdown
 
     try:
         lex = load_lexicon(lexicon)
-        model, provenance = load_model(ckpt, text_encoder, device)
+        model, provenance, run = load_model(ckpt, text_encoder, device)
         total = sum(pq.ParquetFile(p).metadata.num_rows for d in data for p in find_shards(d))
         bar = progress_bar(err, unit="images")
         with bar:
@@ -199,7 +198,6 @@ def evaluate_cmd(
                               batch_size=batch_size, workers=workers, progress=lambda n: bar.advance(task, n))
     except (*_ERRORS, ValueError) as exc:
         raise _fail(str(exc).splitlines()[0])
-    run = model_weights(ckpt)[0]
     result = {"run": str(Path(ckpt).resolve()), "data": [str(Path(d).resolve()) for d in data],
               "loss": provenance["config"]["loss"], **result}
     target = report or run / "eval" / f"{'+'.join(Path(d).resolve().name for d in data)}.json"

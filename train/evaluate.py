@@ -28,8 +28,8 @@ DIRECTIONS = (("en", "zh"), ("zh", "en"), ("zh", "es"), ("es", "zh"), ("es", "en
 KS = (1, 3, 5)
 
 
-def load_model(target: Path, text_encoder: Path | None = None, device: str | None = None) -> tuple[DualEncoder, dict]:
-    """A run's (or checkpoint's) model in eval mode, with the run's recorded provenance."""
+def load_model(target: Path, text_encoder: Path | None = None, device: str | None = None) -> tuple[DualEncoder, dict, Path]:
+    """A run's (or checkpoint's) model in eval mode, with the run's recorded provenance and its folder."""
     run, weights = model_weights(target)
     provenance = read_run_config(run)
     config = config_from_dict(provenance["config"], str(run))
@@ -39,7 +39,7 @@ def load_model(target: Path, text_encoder: Path | None = None, device: str | Non
     model = DualEncoder(config.model, encoder)
     model.load_saved_state(weights, str(target))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return model.to(dev).eval(), provenance
+    return model.to(dev).eval(), provenance, run
 
 
 @torch.no_grad()
