@@ -82,17 +82,20 @@ def _run_stage(stage: str, data, run, preset, text_encoder, epochs, batch_size, 
         config: RunConfig = load_config(preset, stage, _overrides(text_encoder, epochs, batch_size, lr, max_steps, workers, sets))
         lex = load_lexicon(lexicon)
         bar = progress_bar(err, unit="steps")
-        task = None
+        task, first = None, 0
 
         def on_start(total: int, start: int) -> None:
-            nonlocal task
+            # the bar counts this process's steps (a resumed run's rate and ETA stay true); the
+            # description carries the run's global step
+            nonlocal task, first
+            first = start
             bar.start()
-            task = bar.add_task(stage, total=total, completed=start)
+            task = bar.add_task(stage, total=total - start)
 
         def on_step(record: dict) -> None:
-            bar.update(task, completed=record["step"],
-                       description=f"{stage} · epoch {record['epoch'] + 1} · loss {record['loss']:.3f} · "
-                                   f"{record['images_per_s']:,.0f} img/s")
+            bar.update(task, completed=record["step"] - first,
+                       description=f"{stage} · step {record['step']:,} · epoch {record['epoch'] + 1} · "
+                                   f"loss {record['loss']:.3f} · {record['images_per_s']:,.0f} img/s")
 
         try:
             result = train_stage(config, data, run, lex, init=init, resume=resume, device=device,
