@@ -20,8 +20,7 @@ from train.config import ConfigError, RunConfig, load_config, preset_names
 from train.data import DataError
 from train.text_tower import TextEncoderError
 
-app = typer.Typer(help="Dual-encoder training and cross-lingual retrieval on synth shards.", no_args_is_help=True,
-                  pretty_exceptions_show_locals=False)
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 out = Console()
 err = Console(stderr=True)
 
@@ -38,10 +37,10 @@ def _fail(message: str) -> typer.Exit:
 
 @app.callback()
 def main() -> None:
-    """Dual-encoder training and cross-lingual retrieval on synth shards.
+    """Dual-encoder training and cross-lingual retrieval on synth shards (docs/training.md).
 
-    Typical use: `train text-encoder prepare` once, then `train pretrain --data SHARDS --out RUN`,
-    `train finetune --init RUN --data REAL --out RUN2`, `train eval --ckpt RUN2 --data OOD --cross-lingual`.
+    Typical use: `train text-encoder prepare` once; then `train pretrain --data SHARDS --out RUN`;
+    `train finetune --init RUN --data REAL --out RUN2`; `train eval --ckpt RUN2 --data OOD --cross-lingual`.
     """
 
 
