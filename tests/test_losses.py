@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train.losses import InfoNCE, InvarianceLoss, LogitScale, RetrievalLoss  # noqa: E402
+from train.losses import InfoNCE, InvarianceLoss, LexiconInfoNCE, LogitScale, RetrievalLoss  # noqa: E402
 
 SEEDS = range(5)
 
@@ -203,3 +203,26 @@ def test_logit_scale_init_and_clamp():
     assert scale.log_scale.item() == pytest.approx(math.log(100.0), rel=1e-6)
     with pytest.raises(ValueError):
         LogitScale(init_temperature=0.001)  # 1/τ = 1000 > 100
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_lexicon_infonce_matches_brute_force(seed):
+    """L_v2t against N gallery texts with a multi-positive mask, by loops."""
+    v, _, _ = make_batch(seed)
+    g = torch.Generator().manual_seed(100 + seed)
+    gallery = torch.nn.functional.normalize(torch.randn(20, v.shape[1], generator=g, dtype=v.dtype), dim=1)
+    positives = torch.rand(len(v), 20, generator=g) < 0.15
+    positives[torch.arange(len(v)), torch.randint(0, 20, (len(v),), generator=g)] = True  # ≥ 1 per row
+    scale = 1 / 0.05
+    got = LexiconInfoNCE()(v, gallery, positives, torch.tensor(scale, dtype=v.dtype)).item()
+    total = 0.0
+    for i, vi in enumerate(v.tolist()):
+        e = [math.exp(scale * dot(vi, gk)) for gk in gallery.tolist()]
+        total -= math.log(sum(x for x, p in zip(e, positives[i].tolist()) if p) / sum(e))
+    assert got == pytest.approx(total / len(v), rel=1e-9)
+    # RetrievalLoss swaps only L_v2t for it; L_t2v stays in-batch
+    out = RetrievalLoss()(v, v, torch.arange(len(v)), torch.tensor(scale, dtype=v.dtype), gallery, positives)
+    plain = RetrievalLoss()(v, v, torch.arange(len(v)), torch.tensor(scale, dtype=v.dtype))
+    assert out["v2t"].item() == pytest.approx(got) and out["t2v"].item() == pytest.approx(plain["t2v"].item())
+    with pytest.raises(ValueError, match="positives must be"):
+        LexiconInfoNCE()(v, gallery, positives[:, :5], torch.tensor(scale))

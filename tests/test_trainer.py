@@ -13,7 +13,7 @@ from tests.train_fixtures import make_tiny_bert, write_lexicon, write_shards
 from train import trainer
 from train.checkpoint import CheckpointError, latest_checkpoint, model_weights, read_checkpoint
 from train.config import ConfigError, load_config
-from train.trainer import TrainingError, lr_at, param_groups, train_stage
+from train.trainer import TextGallery, TrainingError, lr_at, param_groups, train_stage
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +192,35 @@ def test_training_learns_the_fixture_task(tiny, tmp_path):
     assert report["within"]["all"]["acc@1"] >= 0.5, report["within"]
     assert set(report["cross"]) == {"en→zh", "zh→en", "zh→es", "es→zh", "es→en", "en→es", "mean"}
     assert report["gallery"]["size"] == 8 and report["n_images"] == 48
+
+
+def test_text_gallery_positives_by_brute_force():
+    """Columns are the distinct strings; a homograph ("sol" for IDs 1 and 3) is one column of both IDs."""
+    texts = np.array(["sun", "sol", "太阳", "sol", "floor", "sun", "sol"], dtype=object)
+    ids = np.array([1, 1, 1, 3, 3, 1, 3])
+    gallery = TextGallery(texts, ids)
+    assert gallery.texts == sorted(set(texts)) and [gallery.texts[i] for i in gallery.index] == texts.tolist()
+    rows = np.array([0, 3, 4, 2])
+    for label_aware in (False, True):
+        mask = gallery.positives(rows, label_aware)
+        for i, r in enumerate(rows):
+            for k, text in enumerate(gallery.texts):
+                same_id = any(t == text and y == ids[r] for t, y in zip(texts, ids))
+                assert mask[i, k] == (text == texts[r] or (label_aware and same_id))
+
+
+def test_lexicon_negatives_learn_the_fixture_task(tiny, tmp_path):
+    """loss.negatives=lexicon (L_v2t over all 24 texts) trains end to end, with label-aware positives too."""
+    _, lexicon, bert, _ = tiny
+    data = write_shards(tmp_path / "more", per_id=6, seed=1)
+    held = write_shards(tmp_path / "held", per_id=2, seed=9)
+    config = tiny_config(bert, **{"optim.epochs": 12, "batch.batch_size": 24, "optim.lr": 3e-3,
+                                  "precise_bn_batches": 6, "loss.negatives": "lexicon", "loss.label_aware": True})
+    train_stage(config, [data], tmp_path / "run", lexicon)
+    from train.evaluate import evaluate, load_model
+
+    report = evaluate(load_model(tmp_path / "run")[0], [held], lexicon)
+    assert report["within"]["all"]["acc@1"] >= 0.5, report["within"]
 
 
 def test_evaluate_matches_a_brute_force_ranking(tiny, tmp_path):

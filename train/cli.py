@@ -15,6 +15,7 @@ from rich.table import Table
 from synth.lexicon import LexiconError, load_lexicon
 from synth.progress import progress_bar
 from train.checkpoint import CheckpointError
+from train.cli_import import import_app
 from train.cli_text_encoder import text_encoder_app
 from train.config import ConfigError, RunConfig, load_config, preset_names
 from train.data import DataError
@@ -25,6 +26,7 @@ out = Console()
 err = Console(stderr=True)
 
 app.add_typer(text_encoder_app, name="text-encoder")
+app.add_typer(import_app, name="import")
 
 PAPER_IMAGE_TOWER = 1_290_000  # the reference paper's image-tower size (1.29 M parameters)
 _ERRORS = (DataError, ConfigError, CheckpointError, LexiconError, TextEncoderError, FileNotFoundError)

@@ -58,6 +58,7 @@ class LossConfig:
     use_inv: bool = True
     lam: float = 1.0                # λ, weight of L_INV
     label_aware: bool = False       # every same-ID row a positive (an option to measure, not the default)
+    negatives: str = "batch"        # L_v2t negatives: "batch" (the paper) or "lexicon" (every lexicon text)
 
 
 @dataclass
@@ -222,6 +223,8 @@ def validate(c: RunConfig, where: str) -> None:
          "model.image needs image_height and image_width ≥ 32"),
         (c.keep_checkpoints >= 1, f"keep_checkpoints must be ≥ 1, got {c.keep_checkpoints}"),
         (c.precise_bn_batches >= 0, f"precise_bn_batches must be ≥ 0, got {c.precise_bn_batches}"),
+        (c.loss.negatives in ("batch", "lexicon"),
+         f"loss.negatives must be 'batch' or 'lexicon', got {c.loss.negatives!r}"),
         (c.checkpoint_every >= 0, f"checkpoint_every must be ≥ 0, got {c.checkpoint_every}"),
     ]
     for ok, message in checks:

@@ -12,6 +12,9 @@ arguments: image_embeds, text_embeds, semantic_ids, logit_scale.
     L_INV = 1 − Σ_ab M_ab s(u_a,u_b) / (Σ_ab M_ab + ε),  U = {v_1..v_B, t_1..t_B},
             M_ab = 1 if y_a = y_b and a ≠ b else 0
     L     = L_ITC + λ·L_INV
+
+Option (not the paper's): with `negatives="lexicon"` L_v2t ranks each image against every lexicon text of
+the training languages, g_1..g_N, instead of the batch's texts (`LexiconInfoNCE`).
 """
 
 from __future__ import annotations
@@ -115,6 +118,32 @@ class InfoNCE(nn.Module):
         return {"v2t": v2t, "t2v": t2v, "itc": (v2t + t2v) / 2}
 
 
+class LexiconInfoNCE(nn.Module):
+    """L_v2t against the whole lexicon: an option to measure, not the paper's loss.
+
+    g_1..g_N are the text embeddings of every lexicon entry of the training languages, P(i) ⊆ {1..N} the
+    entries that count as right for image i (its own text; with label-aware training also its
+    translations):
+        L_v2t = −(1/B) Σ_i log( Σ_{k∈P(i)} exp(s(v_i,g_k)/τ) / Σ_{k=1..N} exp(s(v_i,g_k)/τ) ).
+    Every image meets all N − |P(i)| wrong words as negatives at every step, however small the batch: a
+    classifier whose class weights are the projected text embeddings. With a lexicon of thousands and a
+    frozen text encoder the N texts cost one projector pass per step. L_t2v stays in-batch.
+    """
+
+    def forward(
+        self,
+        image_embeds: torch.Tensor,
+        gallery_embeds: torch.Tensor,
+        positives: torch.Tensor,
+        logit_scale: torch.Tensor,
+    ) -> torch.Tensor:
+        """L_v2t for (B, D) images, (N, D) gallery texts, a (B, N) boolean positive mask and scale 1/τ."""
+        if positives.shape != (image_embeds.shape[0], gallery_embeds.shape[0]):
+            raise ValueError(f"positives must be (B, N) = ({image_embeds.shape[0]}, {gallery_embeds.shape[0]}); "
+                             f"got {tuple(positives.shape)}")
+        return _multi_positive_nll(logit_scale * image_embeds @ gallery_embeds.T, positives)
+
+
 class InvarianceLoss(nn.Module):
     """Omni-modal semantic invariance loss L_INV (paper eqs. 6–7).
 
@@ -173,6 +202,7 @@ class RetrievalLoss(nn.Module):
             raise ValueError("every loss term is switched off: enable use_v2t, use_t2v or use_inv (with lam > 0)")
         self.use_v2t, self.use_t2v, self.use_inv, self.lam = use_v2t, use_t2v, use_inv, lam
         self.infonce = InfoNCE(label_aware=label_aware)
+        self.lexicon_infonce = LexiconInfoNCE()
         self.invariance = InvarianceLoss(eps=eps)
 
     def forward(
@@ -181,12 +211,19 @@ class RetrievalLoss(nn.Module):
         text_embeds: torch.Tensor,
         semantic_ids: torch.Tensor,
         logit_scale: torch.Tensor,
+        gallery_embeds: torch.Tensor | None = None,
+        gallery_positives: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Loss terms for L2-normalised (B, D) embeddings, (B,) semantic IDs and the scale 1/τ."""
+        """Loss terms for L2-normalised (B, D) embeddings, (B,) semantic IDs and the scale 1/τ.
+
+        Given `gallery_embeds` (N, D) and `gallery_positives` (B, N), L_v2t is `LexiconInfoNCE`'s.
+        """
         _check_batch(image_embeds, text_embeds, semantic_ids)
         out: dict[str, torch.Tensor] = {}
         if self.use_v2t or self.use_t2v:
             nce = self.infonce(image_embeds, text_embeds, semantic_ids, logit_scale)
+            if gallery_embeds is not None and self.use_v2t:
+                nce["v2t"] = self.lexicon_infonce(image_embeds, gallery_embeds, gallery_positives, logit_scale)
             directions = [d for d, on in (("v2t", self.use_v2t), ("t2v", self.use_t2v)) if on]
             for d in directions:
                 out[d] = nce[d]

@@ -34,10 +34,19 @@ class DualEncoder(nn.Module):
         self.text.lock(t.unlocked_layers)
         self.logit_scale = LogitScale(config.init_temperature)
 
-    def forward(self, images: torch.Tensor, texts: list[str], semantic_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The inputs of `RetrievalLoss`: image and text embeddings (B, D), semantic IDs (B,), scale 1/τ."""
-        return {"image_embeds": self.image(images), "text_embeds": self.text(texts),
-                "semantic_ids": semantic_ids, "logit_scale": self.logit_scale()}
+    def forward(self, images: torch.Tensor, texts: list[str], semantic_ids: torch.Tensor,
+                gallery: list[str] | None = None, text_index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The inputs of `RetrievalLoss`: image and text embeddings (B, D), semantic IDs (B,), scale 1/τ.
+
+        With `gallery` (N strings) and `text_index` (B,) — row i's text is gallery[text_index[i]] — the
+        gallery is embedded once, returned as "gallery_embeds" (N, D), and the rows' text embeddings are
+        taken from it.
+        """
+        out = {"image_embeds": self.image(images), "semantic_ids": semantic_ids, "logit_scale": self.logit_scale()}
+        if gallery is None:
+            return {**out, "text_embeds": self.text(texts)}
+        embeds = self.text(gallery)
+        return {**out, "text_embeds": embeds[text_index], "gallery_embeds": embeds}
 
     def saved_state(self) -> dict[str, torch.Tensor]:
         """What a checkpoint stores: everything but the frozen text-encoder weights, which are a pure

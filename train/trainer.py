@@ -66,6 +66,29 @@ class StageResult:
     last_loss: float
 
 
+class TextGallery:
+    """The distinct lexicon texts of the training rows, for L_v2t against the whole lexicon
+    (`loss.negatives: lexicon`): `texts` (N), `index` (rows,) the column of each row's own text."""
+
+    def __init__(self, row_texts: np.ndarray, semantic_ids: np.ndarray) -> None:
+        texts, self.index = np.unique(row_texts.astype(str), return_inverse=True)
+        self.texts: list[str] = texts.tolist()
+        self.semantic_ids = semantic_ids
+        # A string may belong to several IDs (a homograph), and an ID has one text per language.
+        ids, columns = np.unique(np.stack([semantic_ids, self.index]), axis=1)
+        starts = np.searchsorted(ids, np.unique(ids))
+        self.columns_of_id = dict(zip(ids[starts].tolist(), np.split(columns, starts[1:]), strict=True))
+
+    def positives(self, rows: np.ndarray, label_aware: bool) -> np.ndarray:
+        """(B, N) boolean: each row's own text, and with `label_aware` every text of its semantic ID."""
+        mask = np.zeros((len(rows), len(self.texts)), dtype=bool)
+        mask[np.arange(len(rows)), self.index[rows]] = True
+        if label_aware:
+            for i, y in enumerate(self.semantic_ids[rows].tolist()):
+                mask[i, self.columns_of_id[y]] = True
+        return mask
+
+
 def lr_at(step: int, total: int, c: RunConfig) -> float:
     """Linear warm-up over the first ⌈warmup·total⌉ steps, then cosine decay to lr·min_lr_ratio."""
     o = c.optim
@@ -219,6 +242,7 @@ def train_stage(
                                   betas=config.optim.betas)
     loss_fn = RetrievalLoss(config.loss.use_v2t, config.loss.use_t2v, config.loss.use_inv, config.loss.lam,
                             config.loss.label_aware)
+    gallery = TextGallery(shards.texts, shards.semantic_ids) if config.loss.negatives == "lexicon" else None
     state = TrainState()
     if checkpoint is not None:
         weights, optim_state, state, rng = read_checkpoint(checkpoint)
@@ -256,8 +280,14 @@ def train_stage(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 sids = torch.as_tensor(shards.semantic_ids[rows], device=dev)
+                extra = {} if gallery is None else {"gallery": gallery.texts,
+                                                    "text_index": torch.as_tensor(gallery.index[rows], device=dev)}
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                    outputs = model(batch["images"].to(dev, non_blocking=True), shards.texts[rows].tolist(), sids)
+                    outputs = model(batch["images"].to(dev, non_blocking=True), shards.texts[rows].tolist(), sids,
+                                    **extra)
+                if gallery is not None:
+                    outputs["gallery_positives"] = torch.as_tensor(gallery.positives(rows, config.loss.label_aware),
+                                                                   device=dev)
                 terms = loss_fn(**{k: (v.float() if k.endswith("embeds") else v) for k, v in outputs.items()})
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
