@@ -169,7 +169,7 @@ def test_gnt_reader_and_word_composition(tmp_path, lexicon):
         ("山", "hwdb:1002-c"), ("孩子", "hwdb:1001-c"), ("年", "hwdb:1001-c"), ("水", "hwdb:1001-c"), ("火", "hwdb:1002-c")])
     child = next(r for r in rows if r["text"] == "孩子")
     params = json.loads(child["params"])
-    offsets = dict((ch, off) for off, ch in index)
+    offsets = {ch: off for off, ch in index}
     assert [(s["char"], s["offset"]) for s in params["samples"]] == [("孩", offsets["孩"]), ("子", offsets["子"])]
     image = cv2.imdecode(np.frombuffer(child["image"]["bytes"], np.uint8), cv2.IMREAD_GRAYSCALE)
     m, (gap,) = params["margin"], params["gaps"]
