@@ -14,11 +14,15 @@ system-deps:
 	@command -v npm >/dev/null && command -v dpkg-deb >/dev/null && $(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm python3-venv; }
 	@[ -n "$$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v -e lock -e partial)" ] || $(SUDO) apt-get update -qq
+	@# the Tesseract OCR baseline, with its Spanish and Simplified Chinese models
+	@tesseract --list-langs 2>/dev/null | grep -qx chi_sim && tesseract --list-langs | grep -qx spa || \
+	  $(SUDO) apt-get install -y -qq --no-install-recommends tesseract-ocr tesseract-ocr-spa tesseract-ocr-chi-sim
 
 $(VENV)/.installed: pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q --no-binary elasticdeform -e '.[test,lexicon,train]'
+	$(BIN)/pip install -q --no-binary elasticdeform -e '.[test,lexicon,train,baselines]'
+	$(BIN)/pip install -q --no-deps rapidocr-onnxruntime==1.4.4  # see the baselines extra in pyproject.toml
 	touch $@
 
 fonts: $(VENV)/.installed | system-deps  ## install every catalogue style (first run ~3 min, then seconds)

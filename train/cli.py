@@ -217,6 +217,53 @@ def evaluate_cmd(
 
 
 @app.command()
+def baseline(
+    name: Annotated[str, typer.Argument(help="rapidocr or tesseract.")],
+    data: DataOpt,
+    whole_lexicon: Annotated[bool, typer.Option("--whole-lexicon", help="Gallery = every lexicon entry, not only the IDs in --data.")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many images per language, drawn with --seed.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the --limit draw.")] = 0,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Recogniser processes (each single-threaded).")] = 2,
+    report: Annotated[Path | None, typer.Option("--out", help="Report JSON to write (a .md table and a predictions .tsv go beside it).")] = None,
+    lexicon: LexiconOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of a table.")] = False,
+) -> None:
+    """Two-stage OCR retrieval on the same sets as `train eval`: recognise each word image, rank the
+    gallery by normalised edit similarity. Acc@1/3/5, MRR, NES and per-image latency, within-language.
+
+    Engines: rapidocr (PyPI rapidocr-onnxruntime, models in the wheel) and tesseract (Debian
+    tesseract-ocr with -spa and -chi-sim); `make setup` installs both.
+    """
+    from train.baselines import BaselineError, markdown, run_baseline
+
+    try:
+        lex = load_lexicon(lexicon)
+        bar = progress_bar(err, unit="images")
+        with bar:
+            task = bar.add_task(name, total=None)
+            result = run_baseline(name, data, lex, whole_lexicon=whole_lexicon, limit=limit, seed=seed,
+                                  workers=workers, progress=lambda n: bar.advance(task, n))
+    except (*_ERRORS, BaselineError, ValueError) as exc:
+        raise _fail(str(exc).splitlines()[0])
+    result = {"data": [str(Path(d).resolve()) for d in data], **result}
+    predictions = result.pop("predictions")
+    table = markdown(result)
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        report.with_suffix(".md").write_text(table, encoding="utf-8")
+        lines = ["row\tlang\ttext\tprediction"] + [
+            f"{p['row']}\t{p['lang']}\t{p['text']}\t{' '.join(p['prediction'].split())}" for p in predictions]
+        report.with_suffix(".tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if as_json:
+        out.print_json(json.dumps(result, ensure_ascii=False))
+    else:
+        out.print(table, markup=False, highlight=False)
+        if report is not None:
+            err.print(f"report: {report}, {report.with_suffix('.md')} and {report.with_suffix('.tsv')}")
+
+
+@app.command()
 def info(
     text_encoder: Annotated[Path | None, typer.Option("--text-encoder", help="A local Hugging Face encoder folder to size too.")] = None,
     unlocked_layers: Annotated[int, typer.Option("--unlocked-layers", help="Top text layers left trainable by lock().")] = 2,
