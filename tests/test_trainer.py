@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from synth.lexicon import load_lexicon
-from tests.train_fixtures import make_tiny_bert, write_lexicon, write_shards
+from tests.train_fixtures import make_tiny_bert, tiny_config, write_lexicon, write_shards
 from train import trainer
 from train.checkpoint import CheckpointError, latest_checkpoint, model_weights, read_checkpoint
 from train.config import ConfigError, load_config
@@ -23,13 +23,6 @@ def tiny(tmp_path_factory):
     bert = make_tiny_bert(root / "bert", dropout=0.1)  # dropout on: resume must restore the torch RNG
     data = write_shards(root / "shards", per_id=2)
     return root, lexicon, bert, data
-
-
-def tiny_config(bert, **overrides):
-    base = {"model.text.model_path": str(bert), "model.text.unlocked_layers": 1, "model.text.prefix": "",
-            "model.image.image_height": 32, "model.image.image_width": 128, "batch.batch_size": 12,
-            "data.workers": 0, "optim.lr": 2e-3, "optim.epochs": 2, "precise_bn_batches": 2}
-    return load_config("paper", "pretrain", {**base, **overrides})
 
 
 def test_presets_load_and_reject_typos():

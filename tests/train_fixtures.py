@@ -10,6 +10,7 @@ import torch
 import transformers
 
 from synth.shards import ShardConfig, sample_row, write_shard
+from train.config import RunConfig, load_config
 
 LEXICON = [
     ("water", "agua", "水"), ("child", "niño", "孩子"), ("year", "año", "年"), ("fire", "fuego", "火"),
@@ -71,3 +72,11 @@ def write_shards(folder: Path, per_id: int = 4, langs=("en", "es", "zh"), ids=No
         if part:
             write_shard(data, f"train-{i:05d}-of-{shards:05d}.parquet", part, ShardConfig())
     return folder
+
+
+def tiny_config(bert, **overrides) -> RunConfig:
+    """The paper preset shrunk for tests: the tiny BERT (top layer trainable), 32×128 images, batch 12."""
+    base = {"model.text.model_path": str(bert), "model.text.unlocked_layers": 1, "model.text.prefix": "",
+            "model.image.image_height": 32, "model.image.image_width": 128, "batch.batch_size": 12,
+            "data.workers": 0, "optim.lr": 2e-3, "optim.epochs": 2, "precise_bn_batches": 2}
+    return load_config("paper", "pretrain", {**base, **overrides})

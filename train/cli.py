@@ -264,6 +264,80 @@ def baseline(
 
 
 @app.command()
+def index(
+    ckpt: Annotated[Path, typer.Option("--ckpt", help="The run whose image tower embeds the images.")],
+    data: DataOpt,
+    index_dir: Annotated[Path, typer.Option("--out", help="Index folder to create (embeddings.npy, rows.parquet, index.json).")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an index written before at --out.")] = False,
+    text_encoder: TextEncoderOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 256,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Processes decoding shards.")] = 0,
+    device: DeviceOpt = None,
+) -> None:
+    """Embed every image of a shard set for `train search --index ... --text WORD`."""
+    import pyarrow.parquet as pq
+
+    from train.data import find_shards
+    from train.evaluate import load_model
+    from train.search import SearchError, build_index
+
+    try:
+        model, _, run = load_model(ckpt, text_encoder, device)
+        total = sum(pq.ParquetFile(p).metadata.num_rows for d in data for p in find_shards(d))
+        bar = progress_bar(err, unit="images")
+        with bar:
+            task = bar.add_task("index", total=total)
+            meta = build_index(model, run, data, index_dir, batch_size=batch_size, workers=workers,
+                               overwrite=overwrite, progress=lambda n: bar.advance(task, n))
+    except (*_ERRORS, SearchError, ValueError) as exc:
+        raise _fail(str(exc).splitlines()[0])
+    out.print(f"{index_dir}: {meta['count']:,} images × {meta['dim']} dims from {len(data)} dataset(s)", highlight=False,
+              soft_wrap=True)
+
+
+@app.command()
+def search(
+    ckpt: Annotated[Path, typer.Option("--ckpt", help="A trained run (or checkpoint).")],
+    image: Annotated[Path | None, typer.Option("--image", help="A word image: find the words it shows, in any language.")] = None,
+    text: Annotated[str | None, typer.Option("--text", help="A typed word: find its images in --index, in any script.")] = None,
+    index_dir: Annotated[Path | None, typer.Option("--index", help="Index from `train index` (needed with --text).")] = None,
+    lang: Annotated[list[str] | None, typer.Option("--lang", help="Only results in this language (repeatable; default all).")] = None,
+    k: Annotated[int, typer.Option("-k", "--top", min=1, help="How many results.")] = 5,
+    text_encoder: TextEncoderOpt = None,
+    lexicon: LexiconOpt = None,
+    device: DeviceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Query by example (--image word.png: the closest lexicon words in en, es and zh) or by string
+    (--index INDEX --text agua: the closest word images, whatever their script)."""
+    from train.evaluate import load_model
+    from train.search import SearchError, images_for_text, load_index, words_for_image
+
+    if (image is None) == (text is None):
+        raise _fail("give exactly one of --image (find words) or --text (find images, with --index)")
+    if text is not None and index_dir is None:
+        raise _fail("--text searches an index: pass --index (build one with `train index`)")
+    try:
+        model, _, _ = load_model(ckpt, text_encoder, device)
+        if image is not None:
+            hits = words_for_image(model, image, load_lexicon(lexicon), lang, k)
+        else:
+            hits = images_for_text(model, load_index(index_dir), text, lang, k)
+    except (*_ERRORS, SearchError, ValueError) as exc:
+        raise _fail(str(exc).splitlines()[0])
+    if as_json:
+        out.print_json(json.dumps(hits, ensure_ascii=False))
+        return
+    table = Table(title=f"{'words for ' + str(image) if image else 'images for ' + repr(text)}")
+    columns = ["rank", "score", "lang", "text", "semantic_id"] + ([] if image else ["shard", "row"])
+    for name in columns:
+        table.add_column(name, justify="right" if name in ("rank", "score", "semantic_id", "row") else "left")
+    for hit in hits:
+        table.add_row(*(f"{hit[c]:.4f}" if c == "score" else str(hit[c]) for c in columns))
+    out.print(table)
+
+
+@app.command()
 def info(
     text_encoder: Annotated[Path | None, typer.Option("--text-encoder", help="A local Hugging Face encoder folder to size too.")] = None,
     unlocked_layers: Annotated[int, typer.Option("--unlocked-layers", help="Top text layers left trainable by lock().")] = 2,

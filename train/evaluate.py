@@ -45,22 +45,27 @@ def load_model(target: Path, text_encoder: Path | None = None, device: str | Non
 @torch.no_grad()
 def embed_images(model: DualEncoder, roots: Sequence[Path], batch_size: int = 256, workers: int = 0,
                  langs: Sequence[str] | None = None, progress=None) -> dict[str, np.ndarray]:
-    """Image embeddings (N, D) with their semantic IDs and languages, streamed from the shards."""
+    """Image embeddings (N, D) with their semantic IDs, languages, texts and keys (shard file, row in it),
+    streamed from the shards."""
     shards = [p for root in roots for p in find_shards(Path(root))]
     c = model.config.image
     stream = ShardStream(shards, c.image_height, c.image_width, batch_size, langs)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
     device = next(model.parameters()).device
-    embeds, sids, tags = [], [], []
+    embeds, sids, tags, texts, shard_of, rows = [], [], [], [], [], []
     for batch in loader:
         embeds.append(model.image(batch["images"].to(device)).float().cpu().numpy())
         sids.append(np.asarray(batch["semantic_ids"]))
         tags.append(np.asarray(batch["langs"]))
+        texts += batch["texts"]
+        shard_of += [batch["shard"]] * len(sids[-1])
+        rows.append(np.asarray(batch["rows"]))
         if progress:
             progress(len(sids[-1]))
     if not embeds:
         raise ValueError(f"no images in {', '.join(map(str, roots))}" + (f" for languages {', '.join(langs)}" if langs else ""))
-    return {"embeds": np.concatenate(embeds), "semantic_ids": np.concatenate(sids), "langs": np.concatenate(tags)}
+    return {"embeds": np.concatenate(embeds), "semantic_ids": np.concatenate(sids), "langs": np.concatenate(tags),
+            "texts": texts, "shards": shard_of, "rows": np.concatenate(rows)}
 
 
 @torch.no_grad()
