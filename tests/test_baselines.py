@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from synth.lexicon import load_lexicon
 from synth.shards import ShardConfig, sample_row, write_shard
 from tests.train_fixtures import LEXICON, write_lexicon
-from train.baselines import normalise, run_baseline
+from train.baselines import run_baseline
 from train.cli import app
-from train.metrics import normalized_edit_similarity
+from train.metrics import normalise, normalized_edit_similarity
 
 LANGS = ("en", "es", "zh")
 

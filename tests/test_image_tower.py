@@ -91,3 +91,14 @@ def test_training_step_changes_only_unfrozen_weights():
     for k, v in tower.features[:-1].state_dict().items():
         assert torch.equal(v, frozen_before[k]), k  # weights and BN running stats untouched
     assert not torch.equal(tower.features[-1][0].weight, top_before)
+
+
+@pytest.mark.parametrize("keep_width, columns", [(0, 4), (1, 8), (2, 16), (5, 128)])
+def test_keep_width_keeps_columns_and_parameters(keep_width, columns):
+    """keep_width k: the last k stride-2 stages halve only the height; the weights are the same ones."""
+    tower = ImageTower(ImageTowerConfig(image_height=32, image_width=128, keep_width=keep_width))
+    assert count_parameters(tower) == 1_287_808
+    with torch.no_grad():
+        assert tower.features(torch.zeros(1, 1, 32, 128)).shape == (1, 576, 1, columns)
+    with pytest.raises(ValueError, match="keep_width"):
+        ImageTowerConfig(keep_width=6)

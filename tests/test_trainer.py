@@ -13,6 +13,7 @@ from tests.train_fixtures import make_tiny_bert, tiny_config, write_lexicon, wri
 from train import trainer
 from train.checkpoint import CheckpointError, latest_checkpoint, model_weights, read_checkpoint
 from train.config import ConfigError, load_config
+from train.metrics import levenshtein
 from train.trainer import TextGallery, TrainingError, lr_at, param_groups, train_stage
 
 
@@ -227,7 +228,7 @@ def test_evaluate_matches_a_brute_force_ranking(tiny, tmp_path):
     ids = np.unique(images["semantic_ids"])
     for query, gallery in (("es", "es"), ("en", "zh")):
         texts = embed_texts(model, [lexicon.entries[i].text(gallery) for i in ids])
-        hits, rr = [], []
+        hits, rr, nes = [], [], []
         for e, sid, lang in zip(images["embeds"], images["semantic_ids"], images["langs"]):
             if lang != query:
                 continue
@@ -236,5 +237,9 @@ def test_evaluate_matches_a_brute_force_ranking(tiny, tmp_path):
             rank = 1 + sum(1 for j, s in enumerate(scores) if ids[j] != sid and s >= correct)
             hits.append(rank == 1)
             rr.append(1 / rank)
+            top = lexicon.entries[ids[int(np.argmax(scores))]].text(gallery).lower()
+            truth = lexicon.entries[sid].text(gallery)
+            nes.append(1 - levenshtein(top, truth) / max(len(top), len(truth)))
         got = report["within"][query] if query == gallery else report["cross"][f"{query}→{gallery}"]
         assert got["acc@1"] == pytest.approx(np.mean(hits)) and got["mrr"] == pytest.approx(np.mean(rr))
+        assert got["nes"] == pytest.approx(np.mean(nes))

@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -33,8 +32,8 @@ import numpy as np
 
 from synth.lexicon import Lexicon
 from train.data import ShardSet
-from train.evaluate import KS, LANG_ORDER
-from train.metrics import accuracy_at_k, mrr, normalized_edit_similarity, ranks
+from train.evaluate import LANG_ORDER, retrieval_scores
+from train.metrics import normalise, normalized_edit_similarity, ranks
 
 BASELINES = ("rapidocr", "tesseract")
 TESSERACT_LANGS = {"en": "eng", "es": "spa", "zh": "chi_sim"}
@@ -43,12 +42,6 @@ TESSERACT_PSM = {"en": "8", "es": "8", "zh": "7"}
 
 class BaselineError(RuntimeError):
     """A baseline cannot run (engine missing, bad output); the message says how to fix it."""
-
-
-def normalise(text: str, lang: str) -> str:
-    """The form compared: NFC, whitespace removed, case-folded for the Latin-script languages."""
-    text = "".join(unicodedata.normalize("NFC", text).split())
-    return text.casefold() if lang in ("en", "es") else text
 
 
 class RapidOCRRecogniser:
@@ -216,11 +209,11 @@ def run_baseline(
         gallery = [normalise(lexicon.entries[i].text(lang), lang) for i in gallery_ids]
         r = ranks(gallery_scores(pred, gallery), shards.semantic_ids[mine], gallery_ids)
         nes = np.array([normalized_edit_similarity(p, t) for p, t in zip(pred, truth)])
-        within[lang] = _scores(r, nes) | {"latency_ms": 1000 * seconds[lang] / len(mine)}
+        within[lang] = retrieval_scores(r, nes) | {"latency_ms": 1000 * seconds[lang] / len(mine)}
         all_ranks.append(r)
         all_nes.append(nes)
     total_latency = 1000 * sum(seconds.values()) / len(rows)
-    within["all"] = _scores(np.concatenate(all_ranks), np.concatenate(all_nes)) | {"latency_ms": total_latency}
+    within["all"] = retrieval_scores(np.concatenate(all_ranks), np.concatenate(all_nes)) | {"latency_ms": total_latency}
     return {
         "baseline": name,
         "engine": engine.version() if hasattr(engine, "version") else name,
@@ -234,11 +227,6 @@ def run_baseline(
         "predictions": [{"row": int(r), "lang": str(shards.langs[r]), "text": str(shards.texts[r]),
                          "prediction": predictions[int(r)]} for r in rows],
     }
-
-
-def _scores(r: np.ndarray, nes: np.ndarray) -> dict:
-    return {**{f"acc@{k}": accuracy_at_k(r, k) for k in KS}, "mrr": mrr(r), "nes": float(nes.mean()),
-            "n_queries": int(r.size)}
 
 
 def markdown(report: dict) -> str:

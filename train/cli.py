@@ -338,6 +338,37 @@ def search(
 
 
 @app.command()
+def report(
+    run: Annotated[Path, typer.Option("--run", help="The run to report (its final model).")],
+    ood: Annotated[list[Path], typer.Option("--ood", help="Out-of-distribution set (held-out styles); repeat per language.")],
+    in_domain: Annotated[list[Path] | None, typer.Option("--in-domain", help="In-domain set (train styles, new samples); repeatable.")] = None,
+    baseline_json: Annotated[list[Path] | None, typer.Option("--baseline", help="A `train baseline --out` JSON to put beside ours (repeatable).")] = None,
+    ablation: Annotated[list[str] | None, typer.Option("--ablation", help="NAME=RUN: a run for the ablation table (repeatable).")] = None,
+    out_md: Annotated[Path, typer.Option("--out", help="Markdown page to write.")] = Path("docs/results.md"),
+    plot: Annotated[Path, typer.Option("--plot", help="PNG of the t-SNE embedding map.")] = Path("docs/img/embeddings-tsne.png"),
+    lexicon: LexiconOpt = None,
+) -> None:
+    """Write the paper-style results page: within-language tables (ours and OCR baselines), the six
+    cross-lingual directions, R/D, the loss ablation and a t-SNE map, each number measured now."""
+    from train.report import ReportError, ReportInputs, build_report
+
+    pairs = {}
+    for item in ablation or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise _fail(f"--ablation {item!r}: expected NAME=RUN, e.g. --ablation no-inv=runs/no-inv")
+        pairs[name] = Path(path)
+    inputs = ReportInputs(run, list(ood), list(in_domain or []), list(baseline_json or []), pairs)
+    try:
+        lex = load_lexicon(lexicon)
+        with err.status("report") as status:
+            build_report(inputs, lex, out_md, plot, progress=lambda msg: status.update(msg))
+    except (*_ERRORS, ReportError, ValueError) as exc:
+        raise _fail(str(exc).splitlines()[0])
+    out.print(f"wrote {out_md} and {plot}", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def info(
     text_encoder: Annotated[Path | None, typer.Option("--text-encoder", help="A local Hugging Face encoder folder to size too.")] = None,
     unlocked_layers: Annotated[int, typer.Option("--unlocked-layers", help="Top text layers left trainable by lock().")] = 2,

@@ -20,7 +20,7 @@ from synth.lexicon import Lexicon
 from train.checkpoint import CheckpointError, model_weights, read_run_config
 from train.config import config_from_dict
 from train.data import ShardStream, find_shards
-from train.metrics import accuracy_at_k, mrr, radius_distance_ratio, ranks
+from train.metrics import accuracy_at_k, mrr, normalise, normalized_edit_similarity, radius_distance_ratio, ranks
 from train.model import DualEncoder
 
 LANG_ORDER = ("en", "es", "zh")
@@ -74,8 +74,11 @@ def embed_texts(model: DualEncoder, texts: list[str], batch_size: int = 512) -> 
     return np.concatenate(out) if out else np.zeros((0, model.config.image.embed_dim), np.float32)
 
 
-def _scores(r: np.ndarray) -> dict:
-    return {**{f"acc@{k}": accuracy_at_k(r, k) for k in KS}, "mrr": mrr(r), "n_queries": int(r.size)}
+def retrieval_scores(r: np.ndarray, nes: np.ndarray) -> dict:
+    """Acc@k, MRR and NES (normalised edit similarity of the top-1 text to the truth, in the gallery's
+    language: for a cross-lingual query, the truth is the translation)."""
+    return {**{f"acc@{k}": accuracy_at_k(r, k) for k in KS}, "mrr": mrr(r), "nes": float(nes.mean()),
+            "n_queries": int(r.size)}
 
 
 def evaluate(model: DualEncoder, roots: Sequence[Path], lexicon: Lexicon, *, cross_lingual: bool = True,
@@ -92,21 +95,28 @@ def evaluate(model: DualEncoder, roots: Sequence[Path], lexicon: Lexicon, *, cro
     wanted = set(present) | ({b for a, b in DIRECTIONS if a in present} if cross_lingual else set())
     galleries = {lang: embed_texts(model, [lexicon.entries[i].text(lang) for i in gallery_ids]) for lang in sorted(wanted)}
 
-    def rank(query_lang: str, gallery_lang: str) -> np.ndarray:
+    def rank(query_lang: str, gallery_lang: str) -> tuple[np.ndarray, np.ndarray]:
+        """Ranks of the right entry, and the NES of the top-ranked entry's text against the truth."""
         q = langs == query_lang
-        return ranks(emb[q] @ galleries[gallery_lang].T, sids[q], gallery_ids)
+        similarity = emb[q] @ galleries[gallery_lang].T
+        texts = [normalise(lexicon.entries[i].text(gallery_lang), gallery_lang) for i in gallery_ids]
+        top = similarity.argmax(axis=1)
+        nes = [normalized_edit_similarity(texts[t], normalise(lexicon.entries[y].text(gallery_lang), gallery_lang))
+               for t, y in zip(top.tolist(), sids[q].tolist())]
+        return ranks(similarity, sids[q], gallery_ids), np.asarray(nes)
 
     within = {lang: rank(lang, lang) for lang in present}
+    every = tuple(np.concatenate([w[i] for w in within.values()]) for i in (0, 1))
     report = {
         "n_images": len(sids),
         "languages": present,
         "gallery": {"kind": "lexicon" if whole_lexicon else "evaluation-set ids", "size": len(gallery_ids)},
-        "within": {**{lang: _scores(r) for lang, r in within.items()}, "all": _scores(np.concatenate(list(within.values())))},
+        "within": {**{lang: retrieval_scores(*w) for lang, w in within.items()}, "all": retrieval_scores(*every)},
     }
     if cross_lingual:
-        cross = {f"{a}→{b}": _scores(rank(a, b)) for a, b in DIRECTIONS if a in present}
+        cross = {f"{a}→{b}": retrieval_scores(*rank(a, b)) for a, b in DIRECTIONS if a in present}
         if cross:
-            cross["mean"] = {key: float(np.mean([v[key] for v in cross.values()])) for key in ("acc@1", "acc@3", "acc@5", "mrr")}
+            cross["mean"] = {key: float(np.mean([v[key] for v in cross.values()])) for key in ("acc@1", "acc@3", "acc@5", "mrr", "nes")}
         report["cross"] = cross
     try:
         report["rd_ratio"] = radius_distance_ratio(emb, sids)
@@ -118,11 +128,12 @@ def evaluate(model: DualEncoder, roots: Sequence[Path], lexicon: Lexicon, *, cro
 
 def markdown(report: dict) -> str:
     """The report as Markdown tables (within-language, then cross-lingual)."""
-    head = "| set | queries | Acc@1 | Acc@3 | Acc@5 | MRR |\n|---|---:|---:|---:|---:|---:|\n"
+    head = "| set | queries | Acc@1 | Acc@3 | Acc@5 | MRR | NES |\n|---|---:|---:|---:|---:|---:|---:|\n"
 
     def row(name: str, s: dict) -> str:
         n = f"{s['n_queries']:,}" if "n_queries" in s else ""
-        return f"| {name} | {n} | {s['acc@1']:.4f} | {s['acc@3']:.4f} | {s['acc@5']:.4f} | {s['mrr']:.4f} |\n"
+        return (f"| {name} | {n} | {s['acc@1']:.4f} | {s['acc@3']:.4f} | {s['acc@5']:.4f} | {s['mrr']:.4f} "
+                f"| {s['nes']:.4f} |\n")
 
     lines = ["Within-language (query language = gallery language)\n\n", head]
     lines += [row(name, s) for name, s in report["within"].items()]

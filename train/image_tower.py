@@ -35,6 +35,7 @@ BNECK_SMALL: tuple[tuple[int, int, int, bool, str, int], ...] = (
     (5, 576, 96, True, "HS", 1),
 )
 STEM_WIDTH = 16     # conv2d 3×3, stride 2, hard-swish
+STRIDE2_STAGES = 1 + sum(row[5] == 2 for row in BNECK_SMALL)  # the stem and four bnecks: output stride 32
 LAST_WIDTH = 576    # conv2d 1×1 closing the feature extractor (the tower's pooled feature size)
 
 # BatchNorm settings of the authors' TensorFlow code (decay 0.99 → PyTorch momentum 0.01).
@@ -51,10 +52,16 @@ class ImageTowerConfig:
     dropout: float = 0.0        # before the projector; 0 disables
     image_height: int = 64      # default input size (any size ≥ 32×32 works: the pool is global)
     image_width: int = 256
+    # The last `keep_width` of the five stride-2 stages halve the height only (stride (2, 1)), so a word
+    # keeps more columns before the global pool: at 32×128, 1×4 → 1×8 (keep_width 1) or 1×16 (2). The
+    # parameter count is unchanged; the compute of those stages doubles. 0 is the paper's network.
+    keep_width: int = 0
 
     def __post_init__(self) -> None:
         if self.width_mult != 1.0:
             raise ValueError("ImageTowerConfig.width_mult is fixed at 1.0 (the parameter budget assumes it)")
+        if not 0 <= self.keep_width <= STRIDE2_STAGES:
+            raise ValueError(f"keep_width must be in 0..{STRIDE2_STAGES}, got {self.keep_width}")
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -101,7 +108,8 @@ class SqueezeExcite(nn.Module):
 class InvertedResidual(nn.Module):
     """bneck: [1×1 expand] → k×k depthwise → [SE] → 1×1 linear projection; residual when shapes match."""
 
-    def __init__(self, in_ch: int, kernel: int, exp: int, out_ch: int, se: bool, act: str, stride: int) -> None:
+    def __init__(self, in_ch: int, kernel: int, exp: int, out_ch: int, se: bool, act: str,
+                 stride: int | tuple[int, int]) -> None:
         super().__init__()
         self.use_residual = stride == 1 and in_ch == out_ch
         layers: list[nn.Module] = []
@@ -118,15 +126,17 @@ class InvertedResidual(nn.Module):
         return x + y if self.use_residual else y
 
 
-def mobilenet_v3_small_features(in_channels: int = 1) -> nn.Sequential:
+def mobilenet_v3_small_features(in_channels: int = 1, keep_width: int = 0) -> nn.Sequential:
     """Table 2 up to and including the 576-channel 1×1 conv: 13 blocks (stem, 11 bnecks, last conv).
 
-    Output stride 32: a (B, in_channels, 64, 256) input gives (B, 576, 2, 8).
+    Output stride 32: a (B, in_channels, 64, 256) input gives (B, 576, 2, 8). With `keep_width` k the last
+    k stride-2 stages use stride (2, 1), and the width is divided by 2^(5−k) instead.
     """
-    blocks: list[nn.Module] = [ConvBNAct(in_channels, STEM_WIDTH, 3, stride=2, act="HS")]
+    strides = [2 if i < STRIDE2_STAGES - keep_width else (2, 1) for i in range(STRIDE2_STAGES)]
+    blocks: list[nn.Module] = [ConvBNAct(in_channels, STEM_WIDTH, 3, stride=strides.pop(0), act="HS")]
     width = STEM_WIDTH
     for kernel, exp, out_ch, se, act, stride in BNECK_SMALL:
-        blocks.append(InvertedResidual(width, kernel, exp, out_ch, se, act, stride))
+        blocks.append(InvertedResidual(width, kernel, exp, out_ch, se, act, strides.pop(0) if stride == 2 else 1))
         width = out_ch
     blocks.append(ConvBNAct(width, LAST_WIDTH, 1, act="HS"))
     return nn.Sequential(*blocks)
@@ -139,7 +149,7 @@ class ImageTower(nn.Module):
         super().__init__()
         self.config = config or ImageTowerConfig()
         c = self.config
-        self.features = mobilenet_v3_small_features(c.in_channels)
+        self.features = mobilenet_v3_small_features(c.in_channels, c.keep_width)
         self.dropout = nn.Dropout(c.dropout)
         self.projector = nn.Sequential(
             nn.Linear(LAST_WIDTH, c.proj_hidden), nn.Hardswish(inplace=True), nn.Linear(c.proj_hidden, c.embed_dim)

@@ -12,6 +12,7 @@ correct when its semantic ID equals the query's. From the similarity matrix S (Q
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -100,6 +101,12 @@ def levenshtein(a: str, b: str) -> int:
             cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
         prev = cur
     return prev[-1]
+
+
+def normalise(text: str, lang: str) -> str:
+    """The form words are compared in: NFC, whitespace removed, case-folded for English and Spanish."""
+    text = "".join(unicodedata.normalize("NFC", text).split())
+    return text.casefold() if lang in ("en", "es") else text
 
 
 def normalized_edit_similarity(pred: str, gt: str) -> float:
