@@ -34,7 +34,7 @@ def world(tmp_path_factory):
 
 
 def test_index_then_text_search_matches_brute_force(world, tmp_path):
-    root, lexicon_path, data = world
+    root, _lexicon_path, data = world
     index_dir = tmp_path / "index"
     result = runner.invoke(app, ["index", "--ckpt", str(root / "run"), "--data", str(data), "--out", str(index_dir)])
     assert result.exit_code == 0, result.output
@@ -77,7 +77,7 @@ def test_index_then_text_search_matches_brute_force(world, tmp_path):
 
 def test_image_search_matches_brute_force(world, tmp_path):
     root, lexicon_path, data = world
-    shard = sorted((data / "data").glob("*.parquet"))[0]
+    shard = min((data / "data").glob("*.parquet"))
     row = pq.read_table(shard).slice(5, 1).to_pylist()[0]
     png = tmp_path / "word.png"
     png.write_bytes(row["image"]["bytes"])
@@ -108,7 +108,7 @@ def test_search_refuses_bad_requests(world, tmp_path):
     ]
     (tmp_path / "empty.png").write_bytes(b"")
     cases.append((["--image", str(tmp_path / "empty.png")], "not an image OpenCV can read"))
-    shard = sorted((root / "shards" / "data").glob("*.parquet"))[0]
+    shard = min((root / "shards" / "data").glob("*.parquet"))
     (tmp_path / "ok.png").write_bytes(pq.read_table(shard).slice(0, 1).to_pylist()[0]["image"]["bytes"])
     cases.append((["--image", str(tmp_path / "ok.png"), "--lang", "fr", "--lexicon", str(lexicon_path)], "language 'fr'"))
     for args, fragment in cases:
