@@ -3,8 +3,6 @@ each engine on rendered words."""
 
 from __future__ import annotations
 
-import shutil
-
 import cv2
 import numpy as np
 import pytest
@@ -98,7 +96,6 @@ def test_normalise():
 
 
 def test_rapidocr_reads_a_rendered_word(tmp_path):
-    pytest.importorskip("rapidocr_onnxruntime", reason="installed by `make setup`")
     lexicon = write_lexicon(tmp_path / "lexicon.tsv")
     data = write_set(tmp_path / "set", ids=[0, 4, 7], langs=("en",))  # water, mountain, big
     out = tmp_path / "rapid.json"
@@ -112,8 +109,6 @@ def test_rapidocr_reads_a_rendered_word(tmp_path):
 
 
 def test_tesseract_reads_a_rendered_word(tmp_path):
-    if shutil.which("tesseract") is None:
-        pytest.skip("tesseract-ocr is installed by `make setup`")
     lexicon = load_lexicon(write_lexicon(tmp_path / "lexicon.tsv"))
     data = write_set(tmp_path / "set", ids=[0, 4], langs=("en",))
     report = run_baseline("tesseract", [data], lexicon, workers=2, chunk=1)  # two worker processes

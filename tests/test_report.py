@@ -13,8 +13,6 @@ from train.cli import app
 from train.evaluate import evaluate, load_model
 from train.trainer import train_stage
 
-pytest.importorskip("sklearn", reason="installed by `make setup` (the report extra)")
-
 
 def test_report_tables_match_the_evaluation(tmp_path):
     lexicon_path = write_lexicon(tmp_path / "lexicon.tsv")
