@@ -116,7 +116,6 @@ _worker: object | None = None
 
 def _init_worker(name: str) -> None:
     global _worker
-    cv2.setNumThreads(1)
     _worker = RECOGNISERS[name]()
 
 
@@ -194,6 +193,7 @@ def run_baseline(
             tick = time.perf_counter()
             collect(part, lang, engine(pngs, lang), time.perf_counter() - tick)
     else:
+        cv2.setNumThreads(1)  # before the fork: setting it in a child whose parent used the pool can deadlock
         with multiprocessing.get_context("fork").Pool(workers, _init_worker, (name,)) as pool:
             for (texts, took), (_, lang), part in zip(pool.imap(_recognise_chunk, jobs), jobs, order):
                 collect(part, lang, texts, took)
