@@ -33,7 +33,7 @@ def test_report_tables_match_the_evaluation(tmp_path):
     result = CliRunner().invoke(app, [
         "report", "--run", str(tmp_path / "run"), "--ood", str(ood), "--in-domain", str(in_domain),
         "--baseline", str(tmp_path / "rapid.json"), "--ablation", f"no-inv={tmp_path / 'no-inv'}",
-        "--ablation", f"full={tmp_path / 'run'}", "--out", str(out), "--plot", str(plot), "--lexicon", str(lexicon_path)])
+        "--ablation", f"full={tmp_path / 'run'}", "--ablation-data", str(in_domain), "--out", str(out), "--plot", str(plot), "--lexicon", str(lexicon_path)])
     assert result.exit_code == 0, result.output
     page = out.read_text()
     assert plot.is_file() and plot.stat().st_size > 5000 and "](img/map.png)" in page
@@ -52,9 +52,9 @@ def test_report_tables_match_the_evaluation(tmp_path):
     assert f"| mean |  | {mean['acc@1']:.4f} | {mean['acc@3']:.4f} |" in page
     for name in ("en→zh", "zh→en", "zh→es", "es→zh", "es→en", "en→es"):
         assert f"| {name} | 16 | {expected_ood['cross'][name]['acc@1']:.4f} |" in page
-    ablation = evaluate(load_model(tmp_path / "no-inv")[0], [ood], lexicon)["within"]["all"]
-    assert f"| no-inv | ✓ | ✓ | – | pre-trained only | 2 | {ablation['acc@1']:.4f} | {ablation['mrr']:.4f} |" in page
-    assert "| full | ✓ | ✓ | ✓ | pre-trained only | 3 |" in page
+    ablation = evaluate(load_model(tmp_path / "no-inv")[0], [in_domain], lexicon)["within"]["all"]
+    assert f"| no-inv | ✓ | ✓ | – | pre-trained only | 32×128 | 2 | {ablation['acc@1']:.4f} | {ablation['mrr']:.4f} |" in page
+    assert "| full | ✓ | ✓ | ✓ | pre-trained only | 32×128 | 3 |" in page
     assert "Short of the paper: its ood Acc@1 is 0.8605" in page  # a 3-step model is far from it
     assert f"R/D ratio of the image embeddings over these sets: {expected_ood['rd_ratio']:.4f}" in page
     assert f"train report \\\n  --run {tmp_path / 'run'}" in page  # the command that made it

@@ -344,6 +344,7 @@ def report(
     in_domain: Annotated[list[Path] | None, typer.Option("--in-domain", help="In-domain set (train styles, new samples); repeatable.")] = None,
     baseline_json: Annotated[list[Path] | None, typer.Option("--baseline", help="A `train baseline --out` JSON to put beside ours (repeatable).")] = None,
     ablation: Annotated[list[str] | None, typer.Option("--ablation", help="NAME=RUN: a run for the ablation table (repeatable).")] = None,
+    ablation_data: Annotated[list[Path] | None, typer.Option("--ablation-data", help="Where the ablation runs are evaluated (default: the --ood sets).")] = None,
     out_md: Annotated[Path, typer.Option("--out", help="Markdown page to write.")] = Path("docs/results.md"),
     plot: Annotated[Path, typer.Option("--plot", help="PNG of the t-SNE embedding map.")] = Path("docs/img/embeddings-tsne.png"),
     lexicon: LexiconOpt = None,
@@ -358,7 +359,8 @@ def report(
         if not sep or not name or not path:
             raise _fail(f"--ablation {item!r}: expected NAME=RUN, e.g. --ablation no-inv=runs/no-inv")
         pairs[name] = Path(path)
-    inputs = ReportInputs(run, list(ood), list(in_domain or []), list(baseline_json or []), pairs)
+    inputs = ReportInputs(run, list(ood), list(in_domain or []), list(baseline_json or []), pairs,
+                          list(ablation_data or []))
     try:
         lex = load_lexicon(lexicon)
         with err.status("report") as status:

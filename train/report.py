@@ -46,12 +46,14 @@ class ReportInputs:
     in_domain: list[Path] = field(default_factory=list)
     baselines: list[Path] = field(default_factory=list)  # `train baseline --out` JSON files
     ablation: dict[str, Path] = field(default_factory=dict)  # name → run
+    ablation_data: list[Path] = field(default_factory=list)  # the ablation's evaluation sets (default: ood)
 
     def command(self, out: Path, plot: Path) -> str:
         """The `train report` command line that makes this report."""
         parts = ["train report", f"--run {self.run}", *(f"--ood {p}" for p in self.ood),
                  *(f"--in-domain {p}" for p in self.in_domain), *(f"--baseline {p}" for p in self.baselines),
-                 *(f"--ablation {name}={p}" for name, p in self.ablation.items()), f"--out {out}", f"--plot {plot}"]
+                 *(f"--ablation {name}={p}" for name, p in self.ablation.items()),
+                 *(f"--ablation-data {p}" for p in self.ablation_data), f"--out {out}", f"--plot {plot}"]
         return " \\\n  ".join(parts)
 
 
@@ -175,7 +177,8 @@ def build_report(inputs: ReportInputs, lexicon: Lexicon, out: Path, plot: Path,
     for name, path in inputs.ablation.items():
         say(f"ablation: {name}")
         abl_model, _, abl_run = load_model(path, device="cpu")
-        ablation[name] = {"summary": _run_summary(abl_run), "report": evaluate(abl_model, inputs.ood, lexicon)}
+        ablation[name] = {"summary": _run_summary(abl_run),
+                          "report": evaluate(abl_model, inputs.ablation_data or inputs.ood, lexicon)}
     results["ablation"] = ablation
     say("embedding map")
     results["plot"] = tsne_plot(model, inputs.ood, plot)
@@ -270,15 +273,19 @@ def markdown(results: dict, inputs: ReportInputs, out: Path, plot: Path) -> str:
                       f"{mean:.4f}.")]
         lines.append("")
     if results["ablation"]:
+        data = inputs.ablation_data or inputs.ood
         lines += ["## Ablation over the loss terms", "",
-                  "Each row is its own run at the scale stated; evaluated on the out-of-distribution sets above.", "",
-                  "| run | L_v2t | L_t2v | L_INV | stage | steps | OOD Acc@1 | OOD MRR |", "|---|:-:|:-:|:-:|---|---:|---:|---:|"]
+                  ("Each row is its own run; all are evaluated within-language on "
+                  f"{', '.join(Path(p).name for p in data)}."), "",
+                  *([f"- {describe_data(Path(r))}" for r in inputs.ablation_data] + [""] if inputs.ablation_data else []),
+                  "| run | L_v2t | L_t2v | L_INV | stage | image size | steps | Acc@1 | MRR |",
+                  "|---|:-:|:-:|:-:|---|---|---:|---:|---:|"]
         for name, a in results["ablation"].items():
             lo, w = a["summary"]["loss"], a["report"]["within"]["all"]
             tick = {True: "✓", False: "–"}
             stage = "fine-tuned" if a["summary"]["stage"] == "finetune" else "pre-trained only"
             lines.append(f"| {name} | {tick[lo['use_v2t']]} | {tick[lo['use_t2v']]} | {tick[lo['use_inv']]} | {stage} | "
-                         f"{a['summary']['steps']} | {_fmt(w['acc@1'])} | {_fmt(w['mrr'])} |")
+                         f"{a['summary']['image']} | {a['summary']['steps']} | {_fmt(w['acc@1'])} | {_fmt(w['mrr'])} |")
         lines.append("")
     rel = Path(plot).resolve().relative_to(Path(out).resolve().parent) if Path(plot).resolve().is_relative_to(
         Path(out).resolve().parent) else Path(plot).resolve()
