@@ -177,19 +177,25 @@ def test_gnt_reader_and_word_composition(tmp_path, lexicon):
     assert (image[:, :m] == 255).all() and (image[:, -m:] == 255).all()  # blank margins
     # brute force: place each character by hand from the recorded draws, darker pixel winning
     chars = [one["孩"][0], one["子"][0]]
+    unit = params["unit"]
+    assert unit == np.median([60, 44, 50, 58, 55])  # the writer's median character height, over the file
     tops = [shift - c.shape[0] // 2 for c, shift in zip(chars, params["shifts"])]
+    top = min(*tops, -round(unit) // 2)
     expected = np.full(image.shape, 255, np.uint8)
     x = m
-    for c, top in zip(chars, tops):
+    for c, t in zip(chars, tops):
         for r in range(c.shape[0]):
             for col in range(c.shape[1]):
-                y = top - min(tops) + m + r
+                y = t - top + m + r
                 expected[y, x + col] = min(expected[y, x + col], c[r, col])
         x += c.shape[1] + gap
     assert np.array_equal(image, expected)
-    assert all(abs(s) <= 0.04 * 52 + 1 for s in params["shifts"])
-    canvas, draws = compose(chars, np.random.default_rng(params["seed"]))  # the recorded seed replays it
+    assert all(abs(s) <= 0.04 * unit + 1 for s in params["shifts"])
+    canvas, draws = compose(chars, np.random.default_rng(params["seed"]), unit)  # the recorded seed replays it
     assert np.array_equal(canvas, image) and draws["gaps"] == params["gaps"]
+    # a flat character still gets a word-sized box: at least the writer's median height plus margins
+    one_char = next(r for r in rows if r["text"] == "水")
+    assert one_char["height"] >= unit + 2 * m
     assert runner.invoke(synth_app, ["verify", str(out)]).exit_code == 0
 
 

@@ -10,8 +10,8 @@ A `.gnt` file holds one writer's characters as consecutive records, all integers
 
 The lexicon's Chinese words are composed from one writer's own characters (one file): each word whose
 every character that writer wrote becomes one image. Characters keep their written size and sit on a
-shared centre line (hanzi are centred in their square, not seated on a baseline), with a small random
-gap and vertical wander per character; which records made each image, and every draw, are recorded in
+shared centre line (hanzi are centred in their square, not seated on a baseline) in a box at least as
+tall as the writer's median character, with a small random gap and vertical wander per character; which records made each image, and every draw, are recorded in
 the row's params. The draws come from a generator seeded by (seed, file index, semantic ID).
 """
 
@@ -57,16 +57,22 @@ def read_gnt(path: Path) -> Iterator[tuple[int, str, np.ndarray]]:
         offset += size
 
 
-def compose(chars: list[np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """One word image from character bitmaps (255 background), and the draws that placed them."""
-    unit = float(np.median([c.shape[0] for c in chars]))
+def compose(chars: list[np.ndarray], rng: np.random.Generator, unit: float | None = None) -> tuple[np.ndarray, dict]:
+    """One word image from character bitmaps (255 background), and the draws that placed them.
+
+    `unit` is the writer's typical character height (default: the median of these characters): gaps,
+    wander and margin scale with it, and the canvas is at least that tall, so a flat character such as
+    一 sits in a word-sized box instead of a sliver.
+    """
+    unit = float(unit or np.median([c.shape[0] for c in chars]))
     gaps = [round(float(g) * unit) for g in rng.uniform(*GAP, size=len(chars) - 1)]
     shifts = [round(float(s) * unit) for s in rng.uniform(-WANDER, WANDER, size=len(chars))]
     margin = max(1, round(MARGIN * unit))
-    # each character's top edge, with the centre line at 0
+    # each character's top edge, with the centre line at 0; the line box spans [-unit/2, unit/2)
     tops = [s - c.shape[0] // 2 for c, s in zip(chars, shifts)]
-    top = min(tops)
-    height = max(t + c.shape[0] for t, c in zip(tops, chars)) - top + 2 * margin
+    top = min(*tops, -round(unit) // 2)
+    bottom = max(*(t + c.shape[0] for t, c in zip(tops, chars)), round(unit) - round(unit) // 2)
+    height = bottom - top + 2 * margin
     width = sum(c.shape[1] for c in chars) + sum(gaps) + 2 * margin
     canvas = np.full((height, width), 255, np.uint8)
     x = margin
@@ -75,7 +81,7 @@ def compose(chars: list[np.ndarray], rng: np.random.Generator) -> tuple[np.ndarr
         region = canvas[y:y + c.shape[0], x:x + c.shape[1]]
         np.minimum(region, c, out=region)  # ink is dark: the darker pixel wins
         x += c.shape[1] + (gaps[i] if i < len(gaps) else 0)
-    return canvas, {"gaps": gaps, "shifts": shifts, "margin": margin}
+    return canvas, {"unit": unit, "gaps": gaps, "shifts": shifts, "margin": margin}
 
 
 def gnt_files(root: Path) -> list[Path]:
@@ -99,13 +105,14 @@ def hwdb_words(root: Path, lexicon: Lexicon, seed: int = 0) -> Iterator[RealWord
         samples: dict[str, list[tuple[int, np.ndarray]]] = {}
         for offset, char, bitmap in read_gnt(path):
             samples.setdefault(char, []).append((offset, bitmap))
+        unit = float(np.median([b.shape[0] for bitmaps in samples.values() for _, b in bitmaps]))
         name = path.relative_to(root).as_posix() if path != root else path.name
         for sid, text in words:
             if not text or any(ch not in samples for ch in text):
                 continue
             rng = np.random.default_rng([seed, index, sid])
             picks = [samples[ch][int(rng.integers(len(samples[ch])))] for ch in text]
-            image, draws = compose([bitmap for _, bitmap in picks], rng)
+            image, draws = compose([bitmap for _, bitmap in picks], rng, unit)
             source = {"dataset": "hwdb", "file": name, "seed": [seed, index, sid],
                       "samples": [{"char": ch, "offset": off} for ch, (off, _) in zip(text, picks)], **draws}
             yield RealWord(text=text, lang="zh", writer=f"hwdb:{path.stem}", source=source,
