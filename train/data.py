@@ -39,6 +39,7 @@ from synth.lexicon import Lexicon
 from synth.manifest import DATA, DatasetError, read_manifest
 from synth.schema import IMAGE, LANG, SEMANTIC_ID, TEXT
 from synth.shards import is_temp_name
+from train.images import decode
 
 REQUIRED = {IMAGE: "struct<bytes: binary, path: string>", SEMANTIC_ID: "int32", LANG: "string", TEXT: "string"}
 
@@ -170,23 +171,6 @@ class ShardSet:
 
     def png(self, row: int) -> np.ndarray:
         return self.buffer[self.offsets[row]: self.offsets[row + 1]]
-
-
-def decode(png: np.ndarray | bytes, height: int, width: int) -> np.ndarray:
-    """PNG bytes → (height, width) float32 ink in [0, 1], the word fitted in keeping its aspect."""
-    grey = cv2.imdecode(np.frombuffer(png, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
-    if grey is None:
-        raise DataError("an image cell does not hold a decodable PNG")
-    ink = 1.0 - grey.astype(np.float32) / 255.0
-    h, w = ink.shape
-    if (h, w) == (height, width):
-        return ink
-    scale = min(height / h, width / w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    ink = cv2.resize(ink, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    out = np.zeros((height, width), np.float32)
-    out[: ink.shape[0], : ink.shape[1]] = ink
-    return out
 
 
 def augment(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import torch
 
 from synth.lexicon import LANGS, Lexicon
-from train.data import DataError, decode
+from train.images import ImageError, decode
 from train.evaluate import embed_images, embed_texts
 from train.model import DualEncoder
 
@@ -128,10 +128,8 @@ def embed_image_file(model: DualEncoder, image: Path) -> np.ndarray:
     data = image.read_bytes()
     c = model.config.image
     try:
-        if not data:
-            raise DataError("empty file")
         ink = decode(data, c.image_height, c.image_width)
-    except DataError:
+    except ImageError:
         raise SearchError(f"{image}: not an image OpenCV can read") from None
     device = next(model.parameters()).device
     return model.image(torch.from_numpy(ink)[None, None].to(device)).float().cpu().numpy()[0]
