@@ -14,12 +14,9 @@ from rich.table import Table
 
 from synth.lexicon import LexiconError, load_lexicon
 from synth.progress import progress_bar
-from train.checkpoint import CheckpointError
 from train.cli_import import import_app
 from train.cli_text_encoder import text_encoder_app
 from train.config import ConfigError, RunConfig, load_config, preset_names
-from train.data import DataError
-from train.text_tower import TextEncoderError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 out = Console()
@@ -29,7 +26,14 @@ app.add_typer(text_encoder_app, name="text-encoder")
 app.add_typer(import_app, name="import")
 
 PAPER_IMAGE_TOWER = 1_290_000  # the reference paper's image-tower size (1.29 M parameters)
-_ERRORS = (DataError, ConfigError, CheckpointError, LexiconError, TextEncoderError, FileNotFoundError)
+def _errors() -> tuple[type[Exception], ...]:
+    """The errors every command reports as one line. Imported on demand: the torch-free paths (import,
+    search --onnx) must not import torch by importing this module."""
+    from train.checkpoint import CheckpointError
+    from train.data import DataError
+    from train.text_tower import TextEncoderError
+
+    return DataError, ConfigError, CheckpointError, LexiconError, TextEncoderError, FileNotFoundError
 
 
 def _fail(message: str) -> typer.Exit:
@@ -103,7 +107,7 @@ def _run_stage(stage: str, data, run, preset, text_encoder, epochs, batch_size, 
                                  on_step=on_step, on_start=on_start)
         finally:
             bar.stop()
-    except (*_ERRORS, TrainingError) as exc:
+    except (*_errors(), TrainingError) as exc:
         raise _fail(str(exc))
     except KeyboardInterrupt:
         err.print(f"interrupted; continue with: train {stage} ... --out {run} --resume latest")
@@ -200,7 +204,7 @@ def evaluate_cmd(
             task = bar.add_task("eval", total=total)
             result = evaluate(model, data, lex, cross_lingual=cross_lingual, whole_lexicon=whole_lexicon,
                               batch_size=batch_size, workers=workers, progress=lambda n: bar.advance(task, n))
-    except (*_ERRORS, ValueError) as exc:
+    except (*_errors(), ValueError) as exc:
         raise _fail(str(exc).splitlines()[0])
     result = {"run": str(Path(ckpt).resolve()), "data": [str(Path(d).resolve()) for d in data],
               "loss": provenance["config"]["loss"], **result}
@@ -243,7 +247,7 @@ def baseline(
             task = bar.add_task(name, total=None)
             result = run_baseline(name, data, lex, whole_lexicon=whole_lexicon, limit=limit, seed=seed,
                                   workers=workers, progress=lambda n: bar.advance(task, n))
-    except (*_ERRORS, BaselineError, ValueError) as exc:
+    except (*_errors(), BaselineError, ValueError) as exc:
         raise _fail(str(exc).splitlines()[0])
     result = {"data": [str(Path(d).resolve()) for d in data], **result}
     predictions = result.pop("predictions")
@@ -289,7 +293,7 @@ def index(
             task = bar.add_task("index", total=total)
             meta = build_index(model, run, data, index_dir, batch_size=batch_size, workers=workers,
                                overwrite=overwrite, progress=lambda n: bar.advance(task, n))
-    except (*_ERRORS, SearchError, ValueError) as exc:
+    except (*_errors(), SearchError, ValueError) as exc:
         raise _fail(str(exc).splitlines()[0])
     out.print(f"{index_dir}: {meta['count']:,} images × {meta['dim']} dims from {len(data)} dataset(s)", highlight=False,
               soft_wrap=True)
@@ -323,7 +327,7 @@ def search(
             hits = words_for_image(model, image, load_lexicon(lexicon), lang, k)
         else:
             hits = images_for_text(model, load_index(index_dir), text, lang, k)
-    except (*_ERRORS, SearchError, ValueError) as exc:
+    except (*_errors(), SearchError, ValueError) as exc:
         raise _fail(str(exc).splitlines()[0])
     if as_json:
         out.print_json(json.dumps(hits, ensure_ascii=False))
@@ -365,7 +369,7 @@ def report(
         lex = load_lexicon(lexicon)
         with err.status("report") as status:
             build_report(inputs, lex, out_md, plot, progress=lambda msg: status.update(msg))
-    except (*_ERRORS, ReportError, ValueError) as exc:
+    except (*_errors(), ReportError, ValueError) as exc:
         raise _fail(str(exc).splitlines()[0])
     out.print(f"wrote {out_md} and {plot}", highlight=False, soft_wrap=True)
 

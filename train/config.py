@@ -26,13 +26,36 @@ from typing import Any
 
 import yaml
 
-from train.image_tower import ImageTowerConfig
-
 STAGES = ("pretrain", "finetune")
 
 
 class ConfigError(ValueError):
     """A preset or override that cannot be used, with the offending key named."""
+
+
+# Stride-2 stages of MobileNetV3-Small (the stem and four bnecks: output stride 32); see train/image_tower.py.
+STRIDE2_STAGES = 5
+
+
+@dataclass
+class ImageTowerConfig:
+    in_channels: int = 1        # grey word images
+    width_mult: float = 1.0     # fixed: the 1.29 M budget and the tested counts assume 1.0
+    embed_dim: int = 128        # shared image/text embedding size
+    proj_hidden: int = 512      # projector Linear(576→512)–Hardswish–Linear(512→128)
+    dropout: float = 0.0        # before the projector; 0 disables
+    image_height: int = 64      # default input size (any size ≥ 32×32 works: the pool is global)
+    image_width: int = 256
+    # The last `keep_width` of the five stride-2 stages halve the height only (stride (2, 1)), so a word
+    # keeps more columns before the global pool: at 32×128, 1×4 → 1×8 (keep_width 1) or 1×16 (2). The
+    # parameter count is unchanged; the compute of those stages doubles. 0 is the paper's network.
+    keep_width: int = 0
+
+    def __post_init__(self) -> None:
+        if self.width_mult != 1.0:
+            raise ValueError("ImageTowerConfig.width_mult is fixed at 1.0 (the parameter budget assumes it)")
+        if not 0 <= self.keep_width <= STRIDE2_STAGES:
+            raise ValueError(f"keep_width must be in 0..{STRIDE2_STAGES}, got {self.keep_width}")
 
 
 @dataclass

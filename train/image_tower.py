@@ -13,11 +13,11 @@ weights), projector 361,088, whole tower 1,287,808 ≤ 1.29 M. The test derives 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from train.config import STRIDE2_STAGES, ImageTowerConfig
 
 # One row of Table 2 (MobileNetV3-Small): kernel, expansion size, output width, SE, activation, stride.
 # "RE" = ReLU, "HS" = hard-swish.
@@ -35,33 +35,12 @@ BNECK_SMALL: tuple[tuple[int, int, int, bool, str, int], ...] = (
     (5, 576, 96, True, "HS", 1),
 )
 STEM_WIDTH = 16     # conv2d 3×3, stride 2, hard-swish
-STRIDE2_STAGES = 1 + sum(row[5] == 2 for row in BNECK_SMALL)  # the stem and four bnecks: output stride 32
+assert STRIDE2_STAGES == 1 + sum(row[5] == 2 for row in BNECK_SMALL)  # the stem and four bnecks
 LAST_WIDTH = 576    # conv2d 1×1 closing the feature extractor (the tower's pooled feature size)
 
 # BatchNorm settings of the authors' TensorFlow code (decay 0.99 → PyTorch momentum 0.01).
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
-
-
-@dataclass
-class ImageTowerConfig:
-    in_channels: int = 1        # grey word images
-    width_mult: float = 1.0     # fixed: the 1.29 M budget and the tested counts assume 1.0
-    embed_dim: int = 128        # shared image/text embedding size
-    proj_hidden: int = 512      # projector Linear(576→512)–Hardswish–Linear(512→128)
-    dropout: float = 0.0        # before the projector; 0 disables
-    image_height: int = 64      # default input size (any size ≥ 32×32 works: the pool is global)
-    image_width: int = 256
-    # The last `keep_width` of the five stride-2 stages halve the height only (stride (2, 1)), so a word
-    # keeps more columns before the global pool: at 32×128, 1×4 → 1×8 (keep_width 1) or 1×16 (2). The
-    # parameter count is unchanged; the compute of those stages doubles. 0 is the paper's network.
-    keep_width: int = 0
-
-    def __post_init__(self) -> None:
-        if self.width_mult != 1.0:
-            raise ValueError("ImageTowerConfig.width_mult is fixed at 1.0 (the parameter budget assumes it)")
-        if not 0 <= self.keep_width <= STRIDE2_STAGES:
-            raise ValueError(f"keep_width must be in 0..{STRIDE2_STAGES}, got {self.keep_width}")
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:

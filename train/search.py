@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 import torch
 
 from synth.lexicon import LANGS, Lexicon
-from train.images import ImageError, decode
 from train.evaluate import embed_images, embed_texts
+from train.images import ImageError, decode
 from train.model import DualEncoder
 
 FORMAT = "train-index/1"
