@@ -301,7 +301,9 @@ def index(
 
 @app.command()
 def search(
-    ckpt: Annotated[Path, typer.Option("--ckpt", help="A trained run (or checkpoint).")],
+    ckpt: Annotated[Path | None, typer.Option("--ckpt", help="A trained run (or checkpoint).")] = None,
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="A `train export` folder instead of --ckpt: onnxruntime only, no torch (--image only).")] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="With --onnx: the int8 image tower.")] = False,
     image: Annotated[Path | None, typer.Option("--image", help="A word image: find the words it shows, in any language.")] = None,
     text: Annotated[str | None, typer.Option("--text", help="A typed word: find its images in --index, in any script.")] = None,
     index_dir: Annotated[Path | None, typer.Option("--index", help="Index from `train index` (needed with --text).")] = None,
@@ -313,22 +315,38 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Query by example (--image word.png: the closest lexicon words in en, es and zh) or by string
-    (--index INDEX --text agua: the closest word images, whatever their script)."""
-    from train.evaluate import load_model
-    from train.search import SearchError, images_for_text, load_index, words_for_image
+    (--index INDEX --text agua: the closest word images, whatever their script).
 
+    With --onnx EXPORT instead of --ckpt, an image query runs on onnxruntime alone (no torch import),
+    against the gallery precomputed by `train export`: what a device would run.
+    """
     if (image is None) == (text is None):
         raise _fail("give exactly one of --image (find words) or --text (find images, with --index)")
+    if (ckpt is None) == (onnx is None):
+        raise _fail("give exactly one of --ckpt (a run) or --onnx (a `train export` folder)")
     if text is not None and index_dir is None:
         raise _fail("--text searches an index: pass --index (build one with `train index`)")
-    try:
-        model, _, _ = load_model(ckpt, text_encoder, device)
-        if image is not None:
-            hits = words_for_image(model, image, load_lexicon(lexicon), lang, k)
-        else:
-            hits = images_for_text(model, load_index(index_dir), text, lang, k)
-    except (*_errors(), SearchError, ValueError) as exc:
-        raise _fail(str(exc).splitlines()[0])
+    if onnx is not None:
+        from train.edge import EdgeError, EdgeModel
+
+        if text is not None:
+            raise _fail("--onnx answers --image queries; --text needs the text tower: use --ckpt")
+        try:
+            hits = EdgeModel(onnx, int8=int8).words_for_image(image, lang, k)
+        except (EdgeError, OSError) as exc:
+            raise _fail(str(exc).splitlines()[0])
+    else:
+        from train.evaluate import load_model
+        from train.search import SearchError, images_for_text, load_index, words_for_image
+
+        try:
+            model, _, _ = load_model(ckpt, text_encoder, device)
+            if image is not None:
+                hits = words_for_image(model, image, load_lexicon(lexicon), lang, k)
+            else:
+                hits = images_for_text(model, load_index(index_dir), text, lang, k)
+        except (*_errors(), SearchError, ValueError) as exc:
+            raise _fail(str(exc).splitlines()[0])
     if as_json:
         out.print_json(json.dumps(hits, ensure_ascii=False))
         return
@@ -339,6 +357,37 @@ def search(
     for hit in hits:
         table.add_row(*(f"{hit[c]:.4f}" if c == "score" else str(hit[c]) for c in columns))
     out.print(table)
+
+
+@app.command("export")
+def export_cmd(
+    ckpt: Annotated[Path, typer.Option("--ckpt", help="The run to export (its final model).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to create: ONNX graphs, gallery, manifest.")],
+    int8: Annotated[bool, typer.Option("--int8", help="Also a static int8 (QDQ) graph, calibrated on --calibration images.")] = False,
+    calibration: Annotated[list[Path] | None, typer.Option("--calibration", help="Shards to draw calibration (and parity-check) images from; repeatable.")] = None,
+    calibration_images: Annotated[int, typer.Option("--calibration-images", min=16, help="Images for int8 calibration.")] = 512,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the calibration draw.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export at --out.")] = False,
+    text_encoder: TextEncoderOpt = None,
+    lexicon: LexiconOpt = None,
+) -> None:
+    """Export a run for devices: the image tower as ONNX (dynamic batch; --int8 adds static int8), the text
+    embeddings of every lexicon entry, and a manifest. `train search --onnx OUT --image word.png` uses it."""
+    from train.evaluate import load_model
+    from train.export import ExportError, export_run
+
+    try:
+        lex = load_lexicon(lexicon)
+        model, _, run = load_model(ckpt, text_encoder, "cpu")
+        with err.status("export") as status:
+            manifest = export_run(model, run, out_dir, lex, int8=int8, calibration=list(calibration or []),
+                                  calibration_images=calibration_images, seed=seed, overwrite=overwrite,
+                                  progress=lambda msg: status.update(msg))
+    except (*_errors(), ExportError, ValueError) as exc:
+        raise _fail(str(exc).splitlines()[0])
+    parity = manifest["parity"]
+    out.print(f"{out_dir}: {', '.join(manifest['files'])}; ONNX fp32 vs PyTorch cosine ≥ {parity['min_cosine']:.6f} "
+              f"on {parity['images']} images", highlight=False, soft_wrap=True)
 
 
 @app.command()

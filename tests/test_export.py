@@ -1,0 +1,99 @@
+"""`train export` and the torch-free `train search --onnx`: ONNX fp32 against PyTorch per image, int8 runs
+and stays close, the gallery is the model's, and the device path never imports torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from synth.lexicon import load_lexicon
+from tests.train_fixtures import LEXICON, make_tiny_bert, tiny_config, write_lexicon, write_shards
+from train.cli import app
+from train.evaluate import embed_images, embed_texts, load_model
+from train.export import sample_images
+from train.trainer import train_stage
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    lexicon_path = write_lexicon(root / "lexicon.tsv")
+    bert = make_tiny_bert(root / "bert")
+    data = write_shards(root / "shards", per_id=2)
+    train_stage(tiny_config(bert, **{"optim.max_steps": 3}), [data], root / "run", load_lexicon(lexicon_path))
+    result = runner.invoke(app, ["export", "--ckpt", str(root / "run"), "--out", str(root / "edge"), "--int8",
+                                 "--calibration", str(data), "--calibration-images", "32", "--lexicon", str(lexicon_path)])
+    assert result.exit_code == 0, result.output
+    return root, lexicon_path, data
+
+
+def test_onnx_matches_pytorch_and_int8_stays_close(exported):
+    root, lexicon_path, data = exported
+    from train.edge import EdgeModel
+
+    manifest = json.loads((root / "edge" / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"image_tower.onnx", "image_tower.int8.onnx", "gallery.npy", "gallery.tsv"}
+    assert manifest["parity"]["min_cosine"] >= 0.999 and manifest["int8"]["calibration_images"] == 32
+    model, _, _ = load_model(root / "run")
+    images = sample_images([data], 48, 32, 128, seed=5)
+    with torch.no_grad():
+        reference = model.image(torch.from_numpy(images)).numpy()
+    fp32 = EdgeModel(root / "edge").embed(images)
+    assert (fp32 * reference).sum(axis=1).min() >= 0.999  # every image, not on average
+    int8 = EdgeModel(root / "edge", int8=True).embed(images)
+    assert int8.shape == fp32.shape and (int8 * fp32).sum(axis=1).mean() >= 0.9
+    # the gallery is the model's own text embeddings, keyed en, es, zh in lexicon order
+    keys = (root / "edge" / "gallery.tsv").read_text().splitlines()[1:]
+    assert keys[0] == "0\ten\twater" and keys[8] == "0\tes\tagua" and keys[16] == "0\tzh\t水"
+    texts = [row[k] for k in range(3) for row in LEXICON]
+    assert np.allclose(np.load(root / "edge" / "gallery.npy"), embed_texts(model, texts), atol=1e-6)
+
+
+def test_onnx_search_matches_pytorch_search_without_importing_torch(exported, tmp_path):
+    root, lexicon_path, data = exported
+    shard = min((data / "data").glob("*.parquet"))
+    png = tmp_path / "word.png"
+    png.write_bytes(pq.read_table(shard).slice(3, 1).to_pylist()[0]["image"]["bytes"])
+    script = (
+        "import json, sys\n"
+        "from typer.testing import CliRunner\n"
+        "from train.cli import app\n"
+        f"r = CliRunner().invoke(app, ['search', '--onnx', {str(root / 'edge')!r}, '--image', {str(png)!r}, '-k', '24', '--json'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print(json.dumps({'hits': json.loads(r.output), 'torch': 'torch' in sys.modules}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["torch"] is False  # the device path: onnxruntime, NumPy and OpenCV only
+    result = runner.invoke(app, ["search", "--ckpt", str(root / "run"), "--image", str(png), "-k", "24", "--json",
+                                 "--lexicon", str(lexicon_path)])
+    expected = json.loads(result.output)
+    assert [(h["lang"], h["semantic_id"]) for h in got["hits"]] == [(h["lang"], h["semantic_id"]) for h in expected]
+    assert [h["score"] for h in got["hits"]] == pytest.approx([h["score"] for h in expected], abs=1e-4)
+
+
+def test_export_refusals(exported, tmp_path):
+    root, lexicon_path, data = exported
+    args = ["export", "--ckpt", str(root / "run"), "--lexicon", str(lexicon_path)]
+    result = runner.invoke(app, [*args, "--out", str(root / "edge")])
+    assert result.exit_code == 1 and "already exists" in result.output
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "e"), "--int8"])
+    assert result.exit_code == 1 and "int8 needs calibration images" in result.output
+    (root / "edge-broken").mkdir()
+    for name in ("manifest.json", "image_tower.onnx", "gallery.npy", "gallery.tsv"):
+        (root / "edge-broken" / name).write_bytes((root / "edge" / name).read_bytes())
+    (root / "edge-broken" / "gallery.npy").write_bytes(b"changed")
+    result = runner.invoke(app, ["search", "--onnx", str(root / "edge-broken"), "--image", str(tmp_path / "x.png")])
+    assert result.exit_code == 1 and "changed since export" in result.output
+    result = runner.invoke(app, ["search", "--onnx", str(root / "edge"), "--ckpt", str(root / "run"), "--image", "x.png"])
+    assert result.exit_code == 1 and "exactly one of --ckpt" in result.output

@@ -1,0 +1,180 @@
+"""`train export`: a run's image tower as ONNX (fp32, and int8 on request) with its text gallery
+precomputed, so a device needs only onnxruntime, NumPy and OpenCV (`train.edge`).
+
+    OUT/manifest.json          format train-export/1: the run, a digest of its weights, the input size and
+                               preparation, every file's sha256, the fp32 parity check, the int8 settings
+    OUT/image_tower.onnx       input "images" (N, 1, H, W) float32 ink in [0, 1] (`train.images.decode`),
+                               output "embeddings" (N, D), L2-normalised; N is dynamic
+    OUT/image_tower.int8.onnx  with int8: static QDQ quantisation (onnxruntime), calibrated on shard images
+    OUT/gallery.npy            (G, D) float32: the text embedding of every lexicon entry, en then es then zh
+    OUT/gallery.tsv            semantic_id, lang, text of each gallery row
+
+The export is written under a temporary name and renamed into place; the fp32 graph must match PyTorch
+(cosine ≥ 0.999 on every checked image) or nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from synth.files import sha256_file
+from synth.lexicon import LANGS, Lexicon
+from train.evaluate import embed_texts
+from train.model import DualEncoder
+from train.search import weights_digest
+
+FORMAT = "train-export/1"
+MANIFEST, FP32, INT8, GALLERY, GALLERY_KEYS = "manifest.json", "image_tower.onnx", "image_tower.int8.onnx", "gallery.npy", "gallery.tsv"
+OPSET = 17
+PARITY = 0.999  # least cosine between ONNX fp32 and PyTorch embeddings of the same image
+
+
+class ExportError(RuntimeError):
+    """The export cannot be made or does not match the model; the message names the cause."""
+
+
+def export_onnx(model: DualEncoder, path: Path) -> None:
+    """The image tower as an ONNX graph with a dynamic batch axis.
+
+    The TorchScript-based exporter (dynamo=False), deprecated in torch 2.9 but present in 2.13: the
+    torch.export-based one emits an Expand node whose shape onnxruntime's symbolic shape inference cannot
+    follow, so `quant_pre_process` fails on it (measured with torch 2.13, onnxruntime 1.32). For this
+    static convolutional graph both give the same numbers; this one takes under a second instead of ~20 s.
+    """
+    c = model.config.image
+    tower = model.image.cpu().eval()
+    example = torch.rand(2, 1, c.image_height, c.image_width)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(tower, (example,), str(path), input_names=["images"], output_names=["embeddings"],
+                          dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}}, opset_version=OPSET,
+                          dynamo=False)
+
+
+def sample_images(roots: Sequence[Path], n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """(n, 1, height, width) float32 images drawn at random (seeded) from shard sets, prepared as in training."""
+    import pyarrow.parquet as pq
+
+    from train.data import find_shards
+    from train.images import decode
+
+    shards = [p for root in roots for p in find_shards(Path(root))]
+    counts = [pq.ParquetFile(p).metadata.num_rows for p in shards]
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(sum(counts), min(n, sum(counts)), replace=False))
+    starts = np.cumsum([0, *counts])
+    images = []
+    for i, path in enumerate(shards):
+        rows = picks[(picks >= starts[i]) & (picks < starts[i + 1])] - starts[i]
+        if len(rows):
+            column = pq.read_table(path, columns=["image"]).column("image").combine_chunks().field("bytes")
+            images += [decode(column[int(r)].as_py(), height, width) for r in rows]
+    return np.stack(images)[:, None].astype(np.float32)
+
+
+def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, batch: int = 32) -> dict:
+    """Static QDQ int8 (per-channel weights, MinMax activation ranges over `calibration`), after
+    onnxruntime's pre-processing (shape inference and graph optimisation, so Conv+BN+activation fuse)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"images": calibration[i:i + batch]} for i in range(0, len(calibration), batch)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    prepared = int8.with_name(int8.name + ".pre.onnx")
+    try:
+        quant_pre_process(str(fp32), str(prepared))
+        quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+    finally:
+        prepared.unlink(missing_ok=True)
+    return {"format": "QDQ", "weights": "int8 per channel", "activations": "uint8 per tensor", "calibration": "MinMax",
+            "calibration_images": len(calibration)}
+
+
+def onnx_embed(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(["embeddings"], {"images": images})[0]
+
+
+def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, int8: bool = False,
+               calibration: Sequence[Path] = (), calibration_images: int = 512, seed: int = 0,
+               overwrite: bool = False, progress: Callable[[str], None] | None = None) -> dict:
+    """Write the export folder `out` (see the module docstring) and return its manifest."""
+    say = progress or (lambda _msg: None)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ExportError(f"{out} already exists; choose another --out, or pass --overwrite to replace an export")
+        if not (out / MANIFEST).is_file():
+            raise ExportError(f"{out} is not a folder written by `train export`; refusing to replace it")
+    if int8 and not calibration:
+        raise ExportError("int8 needs calibration images: pass --calibration SHARDS (a few hundred training images)")
+    model = model.cpu().eval()
+    c = model.config.image
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        say("exporting the image tower")
+        export_onnx(model, tmp / FP32)
+        say("checking ONNX against PyTorch")
+        check = (sample_images(calibration, 64, c.image_height, c.image_width, seed + 1) if calibration
+                 else np.random.default_rng(seed).random((16, 1, c.image_height, c.image_width), dtype=np.float32))
+        with torch.no_grad():
+            reference = model.image(torch.from_numpy(check)).numpy()
+        cosine = (onnx_embed(tmp / FP32, check) * reference).sum(axis=1)
+        if cosine.min() < PARITY:
+            raise ExportError(f"ONNX fp32 differs from PyTorch: least cosine {cosine.min():.5f} < {PARITY}")
+        say("embedding the text gallery")
+        keys = [(e.semantic_id, lang, e.text(lang)) for lang in LANGS for e in lexicon.entries]
+        np.save(tmp / GALLERY, embed_texts(model, [text for _, _, text in keys]).astype(np.float32))
+        (tmp / GALLERY_KEYS).write_text("semantic_id\tlang\ttext\n" + "".join(f"{i}\t{lang}\t{t}\n" for i, lang, t in keys),
+                                        encoding="utf-8")
+        quant = None
+        if int8:
+            say("calibrating and quantising to int8")
+            images = sample_images(calibration, calibration_images, c.image_height, c.image_width, seed)
+            quant = quantize_int8(tmp / FP32, tmp / INT8, images)
+            quant["data"] = [str(Path(p).resolve()) for p in calibration]
+            quant["seed"] = seed
+        manifest = {
+            "format": FORMAT, "run": str(Path(run).resolve()), "weights_sha256": weights_digest(model),
+            "input": {"name": "images", "shape": ["batch", 1, c.image_height, c.image_width],
+                      "preparation": "grey → fit keeping aspect, pad right/bottom → ink = 1 − grey/255 (train.images.decode)"},
+            "output": {"name": "embeddings", "dim": c.embed_dim, "normalised": True},
+            "opset": OPSET, "parity": {"images": len(check), "min_cosine": float(cosine.min()),
+                                       "mean_cosine": float(cosine.mean())},
+            "int8": quant, "lexicon": {"file": lexicon.path.name, "sha256": lexicon.sha256, "entries": len(lexicon)},
+            "files": {name: sha256_file(tmp / name) for name in sorted(os.listdir(tmp)) if name != MANIFEST},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
