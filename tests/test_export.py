@@ -56,6 +56,15 @@ def test_onnx_matches_pytorch_and_int8_stays_close(exported):
     assert keys[0] == "0\ten\twater" and keys[8] == "0\tes\tagua" and keys[16] == "0\tzh\t水"
     texts = [row[k] for k in range(3) for row in LEXICON]
     assert np.allclose(np.load(root / "edge" / "gallery.npy"), embed_texts(model, texts), atol=1e-6)
+    # evaluating the export gives `train eval`'s numbers (the int8 cost is measured this way)
+    from train.edge import evaluate_export
+    from train.evaluate import evaluate
+
+    expected = evaluate(model, [data], load_lexicon(lexicon_path), cross_lingual=False)["within"]
+    got = evaluate_export(EdgeModel(root / "edge"), [data])
+    for lang in ("en", "es", "zh"):
+        assert got[lang]["n_queries"] == expected[lang]["n_queries"] == 16
+        assert got[lang]["mrr"] == pytest.approx(expected[lang]["mrr"], abs=0.02)
 
 
 def test_onnx_search_matches_pytorch_search_without_importing_torch(exported, tmp_path):

@@ -82,3 +82,40 @@ class EdgeModel:
         top = np.argsort(-scores, kind="stable")[:k]
         return [{"rank": n + 1, "score": float(scores[i]), "lang": self.keys[i][1], "semantic_id": self.keys[i][0],
                  "text": self.keys[i][2]} for n, i in enumerate(top) if np.isfinite(scores[i])]
+
+
+def evaluate_export(model: EdgeModel, roots: Sequence[Path], batch: int = 256) -> dict:
+    """Within-language Acc@1/3/5 and MRR of an export on shard sets (gallery: the query language's entries
+    for the IDs present), the same protocol as `train eval`, to measure what int8 costs."""
+    import pyarrow.parquet as pq
+
+    from synth.manifest import read_manifest
+    from train.metrics import accuracy_at_k, mrr, ranks
+
+    embeds, sids, langs = [], [], []
+    for root in roots:
+        root = Path(root)
+        folder = root / "data" if read_manifest(root) is not None or (root / "data").is_dir() else root
+        for path in sorted(folder.glob("*.parquet")):
+            for part in pq.ParquetFile(path).iter_batches(batch_size=batch, columns=["image", "semantic_id", "lang"]):
+                pngs = part.column("image").field("bytes").to_pylist()
+                images = np.stack([decode(p, model.height, model.width) for p in pngs])[:, None]
+                embeds.append(model.embed(images))
+                sids.append(part.column("semantic_id").to_numpy())
+                langs += part.column("lang").to_pylist()
+    if not embeds:
+        raise EdgeError(f"no shards in {', '.join(map(str, roots))}")
+    emb, sid, lang = np.concatenate(embeds), np.concatenate(sids).astype(np.int64), np.asarray(langs)
+    gallery_ids = np.unique(sid)
+    key_sid = np.array([k[0] for k in model.keys])
+    key_lang = np.array([k[1] for k in model.keys])
+    report = {}
+    for language in LANGS:
+        q = lang == language
+        if not q.any():
+            continue
+        columns = np.flatnonzero((key_lang == language) & np.isin(key_sid, gallery_ids))
+        r = ranks(emb[q] @ model.gallery[columns].T, sid[q], key_sid[columns])
+        report[language] = {"acc@1": accuracy_at_k(r, 1), "acc@3": accuracy_at_k(r, 3), "acc@5": accuracy_at_k(r, 5),
+                            "mrr": mrr(r), "n_queries": int(r.size)}
+    return report

@@ -28,6 +28,7 @@ import torch
 from synth.files import sha256_file
 from synth.lexicon import LANGS, Lexicon
 from train.evaluate import embed_texts
+from train.image_tower import ImageTower
 from train.model import DualEncoder
 from train.search import weights_digest
 
@@ -41,7 +42,7 @@ class ExportError(RuntimeError):
     """The export cannot be made or does not match the model; the message names the cause."""
 
 
-def export_onnx(model: DualEncoder, path: Path) -> None:
+def export_onnx(tower: ImageTower, path: Path) -> None:
     """The image tower as an ONNX graph with a dynamic batch axis.
 
     The TorchScript-based exporter (dynamo=False), deprecated in torch 2.9 but present in 2.13: the
@@ -49,8 +50,8 @@ def export_onnx(model: DualEncoder, path: Path) -> None:
     follow, so `quant_pre_process` fails on it (measured with torch 2.13, onnxruntime 1.32). For this
     static convolutional graph both give the same numbers; this one takes under a second instead of ~20 s.
     """
-    c = model.config.image
-    tower = model.image.cpu().eval()
+    c = tower.config
+    tower = tower.cpu().eval()
     example = torch.rand(2, 1, c.image_height, c.image_width)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -140,7 +141,7 @@ def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, in
     tmp.mkdir(parents=True)
     try:
         say("exporting the image tower")
-        export_onnx(model, tmp / FP32)
+        export_onnx(model.image, tmp / FP32)
         say("checking ONNX against PyTorch")
         check = (sample_images(calibration, 64, c.image_height, c.image_width, seed + 1) if calibration
                  else np.random.default_rng(seed).random((16, 1, c.image_height, c.image_width), dtype=np.float32))
