@@ -1,0 +1,129 @@
+"""`make bench` (edge part): single-image latency and batched throughput of the image tower in PyTorch
+fp32, ONNX Runtime fp32 and ONNX Runtime int8 (static QDQ), the model files' sizes, and — given a run and a
+held-out set — the Acc@1 that int8 costs.
+
+    .venv/bin/python tests/benchmarks/bench_export.py [--run RUN --data OOD --calibration SHARDS] [--json F]
+
+- Latency: batch 1, one thread, median of 500 calls after 50 warm-up calls, at the run's input size
+  (default 64×256, the paper's). The paper reports 2.89 ms on an RTX 4090.
+- Throughput: batch 256, every core (intra-op threads = cores), median of 10 batches.
+- Without --run, the tower is randomly initialised and int8 is calibrated on random images: the speed
+  is the same, the accuracy figures need a real run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from train.config import ImageTowerConfig
+from train.export import export_onnx, quantize_int8, sample_images
+from train.image_tower import ImageTower
+
+PAPER_LATENCY_MS = 2.89
+
+
+def median_ms(call, warmup: int, calls: int) -> float:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, help="a trained run (default: a random tower at 64×256)")
+    parser.add_argument("--data", type=Path, action="append", help="held-out shards for the int8 accuracy check")
+    parser.add_argument("--calibration", type=Path, action="append", help="shards for int8 calibration")
+    parser.add_argument("--calibration-images", type=int, default=512)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+
+    if args.run:
+        from train.evaluate import load_model
+
+        model, _, _ = load_model(args.run, device="cpu")
+        tower = model.image
+    else:
+        torch.manual_seed(0)
+        tower = ImageTower(ImageTowerConfig())
+    tower.eval()
+    h, w = tower.config.image_height, tower.config.image_width
+    results: dict = {"input": f"{h}x{w}", "cores": cores, "torch": torch.__version__}
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        export_onnx(tower, fp32)
+        calibration = (sample_images(args.calibration, args.calibration_images, h, w) if args.calibration
+                       else np.random.default_rng(0).random((64, 1, h, w), dtype=np.float32))
+        quantize_int8(fp32, int8, calibration)
+        results["size_mb"] = {"onnx-fp32": fp32.stat().st_size / 1e6, "onnx-int8": int8.stat().st_size / 1e6}
+        one = np.random.default_rng(1).random((1, 1, h, w), dtype=np.float32)
+        many = np.random.default_rng(2).random((256, 1, h, w), dtype=np.float32)
+
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            x1, xn = torch.from_numpy(one), torch.from_numpy(many)
+            results["latency_ms"] = {"pytorch-fp32": median_ms(lambda: tower(x1), 50, 500)}
+            torch.set_num_threads(cores)
+            results["images_per_s"] = {"pytorch-fp32": 256 / median_ms(lambda: tower(xn), 2, 10) * 1000}
+        for name, path in (("onnx-fp32", fp32), ("onnx-int8", int8)):
+            s1, sn = session(path, 1), session(path, cores)
+            results["latency_ms"][name] = median_ms(lambda s=s1: s.run(None, {"images": one}), 50, 500)
+            results["images_per_s"][name] = 256 / median_ms(lambda s=sn: s.run(None, {"images": many}), 2, 10) * 1000
+
+        if args.run and args.data:
+            from synth.lexicon import load_lexicon
+            from train.edge import EdgeModel, evaluate_export
+            from train.export import export_run
+
+            folder = Path(tmp) / "export"
+            export_run(model, args.run, folder, load_lexicon(), int8=True, calibration=args.calibration or args.data,
+                       calibration_images=args.calibration_images)
+            results["acc@1"] = {}
+            for name, use_int8 in (("onnx-fp32", False), ("onnx-int8", True)):
+                report = evaluate_export(EdgeModel(folder, int8=use_int8, threads=cores), args.data)
+                results["acc@1"][name] = {lang: r["acc@1"] for lang, r in report.items()}
+
+    for name, ms in results["latency_ms"].items():
+        print(f"latency, batch 1, 1 thread, {h}×{w}, {name}: {ms:.3f} ms ({ms / PAPER_LATENCY_MS:.2f}× the paper's "
+              f"{PAPER_LATENCY_MS} ms on an RTX 4090)")
+    for name, rate in results["images_per_s"].items():
+        print(f"throughput, batch 256, {cores} threads, {name}: {rate:,.0f} images/s")
+    for name, mb in results["size_mb"].items():
+        print(f"model file, {name}: {mb:.2f} MB")
+    fp32_ms, int8_ms = results["latency_ms"]["onnx-fp32"], results["latency_ms"]["onnx-int8"]
+    print(f"int8 / fp32 latency: {int8_ms / fp32_ms:.2f}×; ONNX fp32 / PyTorch: {fp32_ms / results['latency_ms']['pytorch-fp32']:.2f}×")
+    for name, accs in results.get("acc@1", {}).items():
+        print(f"Acc@1, {name}: " + ", ".join(f"{lang} {a:.4f}" for lang, a in accs.items()))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
