@@ -28,12 +28,14 @@ def test_report_tables_match_the_evaluation(tmp_path):
                 "within": {"en": {"acc@1": 0.5, "acc@3": 0.75, "acc@5": 1.0, "mrr": 0.6, "nes": 0.7, "n_queries": 16,
                                   "latency_ms": 12.5}}}
     (tmp_path / "rapid.json").write_text(json.dumps(baseline))
+    train_stage(tiny_config(bert, "finetune", **{"optim.max_steps": 1}), [in_domain], tmp_path / "fine", lexicon,
+                init=tmp_path / "run")
 
     out, plot = tmp_path / "docs" / "results.md", tmp_path / "docs" / "img" / "map.png"
     result = CliRunner().invoke(app, [
         "report", "--run", str(tmp_path / "run"), "--ood", str(ood), "--in-domain", str(in_domain),
         "--baseline", str(tmp_path / "rapid.json"), "--ablation", f"no-inv={tmp_path / 'no-inv'}",
-        "--ablation", f"full={tmp_path / 'run'}", "--ablation-data", str(in_domain), "--out", str(out), "--plot", str(plot), "--lexicon", str(lexicon_path)])
+        "--ablation", f"full={tmp_path / 'run'}", "--ablation", f"full+ft={tmp_path / 'fine'}", "--ablation-data", str(in_domain), "--out", str(out), "--plot", str(plot), "--lexicon", str(lexicon_path)])
     assert result.exit_code == 0, result.output
     page = out.read_text()
     assert plot.is_file() and plot.stat().st_size > 5000 and "](img/map.png)" in page
@@ -55,6 +57,7 @@ def test_report_tables_match_the_evaluation(tmp_path):
     ablation = evaluate(load_model(tmp_path / "no-inv")[0], [in_domain], lexicon)["within"]["all"]
     assert f"| no-inv | ✓ | ✓ | – | pre-trained only | 32×128 | 2 | {ablation['acc@1']:.4f} | {ablation['mrr']:.4f} |" in page
     assert "| full | ✓ | ✓ | ✓ | pre-trained only | 32×128 | 3 |" in page
+    assert "| full+ft | ✓ | ✓ | ✓ | fine-tuned | 32×128 | 1 |" in page
     assert "Short of the paper: its ood Acc@1 is 0.8605" in page  # a 3-step model is far from it
     assert f"R/D ratio of the image embeddings over these sets: {expected_ood['rd_ratio']:.4f}" in page
     assert f"train report \\\n  --run {tmp_path / 'run'}" in page  # the command that made it

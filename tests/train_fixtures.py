@@ -74,9 +74,9 @@ def write_shards(folder: Path, per_id: int = 4, langs=("en", "es", "zh"), ids=No
     return folder
 
 
-def tiny_config(bert, **overrides) -> RunConfig:
+def tiny_config(bert, stage: str = "pretrain", **overrides) -> RunConfig:
     """The paper preset shrunk for tests: the tiny BERT (top layer trainable), 32×128 images, batch 12."""
     base = {"model.text.model_path": str(bert), "model.text.unlocked_layers": 1, "model.text.prefix": "",
             "model.image.image_height": 32, "model.image.image_width": 128, "batch.batch_size": 12,
             "data.workers": 0, "optim.lr": 2e-3, "optim.epochs": 2, "precise_bn_batches": 2}
-    return load_config("paper", "pretrain", {**base, **overrides})
+    return load_config("paper", stage, {**base, **overrides})
