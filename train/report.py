@@ -84,7 +84,9 @@ def describe_data(root: Path) -> str:
     counts = manifest.get("counts", {})
     by_lang = ", ".join(f"{k} {v:,}" for k, v in counts.get("by_lang", {}).items())
     made = manifest.get("command") or "no manifest"
-    return f"`{Path(root).name}`: {counts.get('rows', 0):,} images ({by_lang}); made by `{made}`"
+    source = manifest.get("config", {}).get("source")
+    kind = f"real handwriting imported from {source}" if source else "synthetic"
+    return f"`{Path(root).name}`: {counts.get('rows', 0):,} {kind} images ({by_lang}); made by `{made}`"
 
 
 def tsne_plot(model, roots: Sequence[Path], png: Path, per_lang: int = 600, ids: int = 40, seed: int = 0) -> dict:
@@ -135,7 +137,8 @@ def _run_summary(run: Path) -> dict:
     metrics = run / "metrics.jsonl"
     records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines()] if metrics.is_file() else []
     steps = [r for r in records if "images_per_s" in r]
-    return {"stage": config["stage"], "init": provenance.get("init"), "loss": config["loss"],
+    data = [Path(d["path"]).name for d in provenance.get("data", [])]
+    return {"stage": config["stage"], "init": provenance.get("init"), "loss": config["loss"], "data": data,
             "image": f"{config['model']['image']['image_height']}×{config['model']['image']['image_width']}",
             "batch": config["batch"]["batch_size"], "lr": config["optim"]["lr"], "epochs": info.get("epochs"),
             "steps": info.get("steps", steps[-1]["step"] if steps else None),
@@ -244,6 +247,7 @@ def markdown(results: dict, inputs: ReportInputs, out: Path, plot: Path) -> str:
     ]
     for kind, title, paper in (("ood", "Within-language, out-of-distribution (held-out styles)", PAPER["ood_acc1"]),
                                ("in_domain", "Within-language, in-domain (train styles, new samples)", PAPER["in_domain_acc1"])):
+        label = {"ood": "out-of-distribution", "in_domain": "in-domain"}[kind]
         table = _within_table(results, kind, results["parameters"], results["latency_ms"])
         if not table:
             continue
@@ -251,7 +255,7 @@ def markdown(results: dict, inputs: ReportInputs, out: Path, plot: Path) -> str:
         ours = [e["report"]["within"]["all"]["acc@1"] for e in results["sets"].values() if e["kind"] == kind]
         worst = min(ours)
         if worst < paper:
-            lines += [(f"Short of the paper: its {kind.replace('_', '-')} Acc@1 is {paper:.4f}; ours is "
+            lines += [(f"Short of the paper: its {label} Acc@1 is {paper:.4f}; ours is "
                       f"{', '.join(_fmt(x) for x in ours)} on the sets above."), ""]
     if results.get("ood_all"):
         r = results["ood_all"]
@@ -278,14 +282,15 @@ def markdown(results: dict, inputs: ReportInputs, out: Path, plot: Path) -> str:
                   ("Each row is its own run; all are evaluated within-language on "
                   f"{', '.join(Path(p).name for p in data)}."), "",
                   *([f"- {describe_data(Path(r))}" for r in inputs.ablation_data] + [""] if inputs.ablation_data else []),
-                  "| run | L_v2t | L_t2v | L_INV | stage | image size | steps | Acc@1 | MRR |",
-                  "|---|:-:|:-:|:-:|---|---|---:|---:|---:|"]
+                  "| run | L_v2t | L_t2v | L_INV | stage | trained on | image size | steps | Acc@1 | MRR |",
+                  "|---|:-:|:-:|:-:|---|---|---|---:|---:|---:|"]
         for name, a in results["ablation"].items():
             lo, w = a["summary"]["loss"], a["report"]["within"]["all"]
             tick = {True: "✓", False: "–"}
             stage = "fine-tuned" if a["summary"]["stage"] == "finetune" else "pre-trained only"
             lines.append(f"| {name} | {tick[lo['use_v2t']]} | {tick[lo['use_t2v']]} | {tick[lo['use_inv']]} | {stage} | "
-                         f"{a['summary']['image']} | {a['summary']['steps']} | {_fmt(w['acc@1'])} | {_fmt(w['mrr'])} |")
+                         f"{', '.join(a['summary']['data'])} | {a['summary']['image']} | {a['summary']['steps']} | "
+                         f"{_fmt(w['acc@1'])} | {_fmt(w['mrr'])} |")
         lines.append("")
     rel = Path(plot).resolve().relative_to(Path(out).resolve().parent) if Path(plot).resolve().is_relative_to(
         Path(out).resolve().parent) else Path(plot).resolve()
