@@ -119,6 +119,17 @@ def test_resume_with_another_config_says_what_changed(tiny, tmp_path):
         train_stage(tiny_config(bert), [data], tmp_path / "fresh", lexicon, resume="latest")
 
 
+def test_resume_accepts_a_run_from_before_a_config_key_existed(tiny, tmp_path):
+    """A key added to the config later (here loss.negatives) takes its default when an older run resumes."""
+    _, lexicon, bert, data = tiny
+    train_stage(tiny_config(bert), [data], tmp_path / "run", lexicon, stop_at=1)
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    del stored["config"]["loss"]["negatives"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(stored))
+    result = train_stage(tiny_config(bert), [data], tmp_path / "run", lexicon, resume="latest", stop_at=2)
+    assert result.steps == 2
+
+
 def test_truncated_checkpoint_is_named(tiny, tmp_path):
     _, lexicon, bert, data = tiny
     train_stage(tiny_config(bert), [data], tmp_path / "run", lexicon, stop_at=1)

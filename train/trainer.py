@@ -41,7 +41,7 @@ from train.checkpoint import (
     save_final,
     step_name,
 )
-from train.config import RunConfig
+from train.config import RunConfig, config_from_dict
 from train.data import BatchDataset, EpochBatches, ShardSet, batch_loader, find_shards
 from train.losses import RetrievalLoss
 from train.model import DualEncoder, resolve_text_encoder
@@ -138,6 +138,8 @@ def _provenance(config: RunConfig, data: Sequence[Path], lexicon: Lexicon, encod
 
 def _check_resume(run: Path, provenance: dict) -> None:
     old = read_run_config(run)
+    # through the dataclasses and back: keys added to the config since the run started take their defaults
+    old["config"] = json.loads(json.dumps(config_from_dict(old["config"], str(run)).to_dict()))
     diffs = config_differences({k: old.get(k) for k in ("config", "data", "lexicon", "text_encoder", "init")},
                                {k: provenance[k] for k in ("config", "data", "lexicon", "text_encoder", "init")})
     if diffs:
