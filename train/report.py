@@ -217,6 +217,7 @@ def _within_table(results: dict, kind: str, summary_params: int, latency: float)
 def markdown(results: dict, inputs: ReportInputs, out: Path, plot: Path) -> str:
     s = results["summary"]
     loss = s["loss"]
+    lam = f" with λ = {loss['lam']}" if loss["use_inv"] else ""
     terms = "+".join(t for t, on in (("L_v2t", loss["use_v2t"]), ("L_t2v", loss["use_t2v"]), ("L_INV", loss["use_inv"])) if on)
     lines = [
         "# Results",
@@ -231,7 +232,7 @@ def markdown(results: dict, inputs: ReportInputs, out: Path, plot: Path) -> str:
         "",
         (f"**Model.** `{inputs.run}` ({s['stage']}{', from ' + str(s['init']) if s['init'] else ''}): images {s['image']}, "
         f"batch {s['batch']}, lr {s['lr']}, {s['epochs']} epoch(s), {s['steps']} steps, median "
-        f"{_fmt(s['images_per_s'], 0)} images/s; loss {terms} with λ = {loss['lam']}"
+        f"{_fmt(s['images_per_s'], 0)} images/s; loss {terms}{lam}"
         f"{', label-aware' if loss['label_aware'] else ''}{', lexicon negatives for L_v2t' if loss.get('negatives') == 'lexicon' else ''}. "
         f"Image tower {results['parameters']:,} parameters; batch-1 one-thread eager latency "
         f"{results['latency_ms']:.2f} ms (paper: {PAPER['latency_ms']} ms on an RTX 4090)."),
