@@ -1,10 +1,13 @@
-"""File helpers shared by the font cache, the lexicon builder and the dataset writer: checksums and
-atomic writes."""
+"""File helpers shared by the font cache, the lexicon builder, the dataset writer and the trainer's output
+folders: checksums, atomic writes, and folders that replace only what their own command wrote."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -31,3 +34,41 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def is_empty(folder: Path) -> bool:
+    """True for a folder that does not exist or holds nothing."""
+    return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
+
+
+def replace_refusal(out: Path, overwrite: bool, is_ours: Callable[[Path], bool], what: str, command: str) -> str | None:
+    """Why `out` may not be written, or None: a non-empty `out` is replaced only with `overwrite`, and only
+    if `is_ours(out)` says `command` wrote it (`what` names such a folder, e.g. "an index")."""
+    if is_empty(out):
+        return None
+    if not overwrite:
+        return f"{out} already exists; choose another --out, or pass --overwrite to replace {what}"
+    if not (out.is_dir() and is_ours(out)):
+        return f"{out} is not {what} written by `{command}`; refusing to replace it"
+    return None
+
+
+@contextmanager
+def atomic_folder(out: Path, overwrite: bool) -> Iterator[Path]:
+    """A temporary folder beside `out` to fill; when the block ends without error it is renamed to `out`,
+    replacing an empty `out`, or a non-empty one when `overwrite` (check `replace_refusal` first). On error
+    nothing is left behind. A non-empty `out` that appeared meanwhile without `overwrite` is not touched."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if not is_empty(out) and not overwrite:
+            raise FileExistsError(f"{out} appeared while writing; nothing was written there")
+        if out.is_dir():
+            shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

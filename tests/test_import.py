@@ -248,3 +248,22 @@ def test_folder_import_from_csv(tmp_path, lexicon):
     one_error(runner.invoke(app, ["import", "folder", "--csv", str(csv), "--out", str(tmp_path / "mine"), "--overwrite",
                                   "--lexicon", str(lexicon)]), "not an import written by `train import`")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_atomic_folder_leaves_nothing_on_error_and_never_clobbers_a_newcomer(tmp_path):
+    """The shared writer behind `train import`, `train index` and `train export`."""
+    from synth.files import atomic_folder
+
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError), atomic_folder(out, overwrite=False) as tmp:
+        (tmp / "half.bin").write_bytes(b"x")
+        raise RuntimeError("interrupted")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    with pytest.raises(FileExistsError, match="appeared while writing"), atomic_folder(out, overwrite=False) as tmp:
+        (tmp / "ours.txt").write_text("ours")
+        out.mkdir()
+        (out / "theirs.txt").write_text("theirs")  # someone else's, made while we worked
+    assert [p.name for p in out.iterdir()] == ["theirs.txt"] and len(list(tmp_path.iterdir())) == 1
+    with atomic_folder(out, overwrite=True) as tmp:
+        (tmp / "ours.txt").write_text("ours")
+    assert [p.name for p in out.iterdir()] == ["ours.txt"]

@@ -33,7 +33,7 @@ def _errors() -> tuple[type[Exception], ...]:
     from train.data import DataError
     from train.text_tower import TextEncoderError
 
-    return DataError, ConfigError, CheckpointError, LexiconError, TextEncoderError, FileNotFoundError
+    return DataError, ConfigError, CheckpointError, LexiconError, TextEncoderError, FileNotFoundError, FileExistsError
 
 
 def _fail(message: str) -> typer.Exit:

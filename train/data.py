@@ -249,10 +249,10 @@ class ShardStream(IterableDataset):
         info = get_worker_info()
         mine = self.shards if info is None else self.shards[info.id:: info.num_workers]
         for path in mine:
-            start = 0
+            start = 0  # row number of the batch's first row within the shard
             for batch in pq.ParquetFile(path).iter_batches(batch_size=self.batch_size,
                                                            columns=[IMAGE, SEMANTIC_ID, LANG, TEXT]):
-                start += batch.num_rows
+                first, start = start, start + batch.num_rows
                 sid = batch.column(SEMANTIC_ID).to_numpy().astype(np.int64)
                 lang = np.asarray(batch.column(LANG).to_pylist(), dtype=object)
                 keep = np.flatnonzero(np.isin(lang, list(self.langs))) if self.langs else np.arange(len(sid))
@@ -262,4 +262,4 @@ class ShardStream(IterableDataset):
                 images = np.stack([decode(pngs[i], self.height, self.width) for i in keep])[:, None]
                 yield {"images": torch.from_numpy(images), "semantic_ids": sid[keep], "langs": lang[keep].astype(str),
                        "texts": [batch.column(TEXT)[int(i)].as_py() for i in keep],
-                       "shard": str(path), "rows": start - batch.num_rows + keep}  # row numbers within the shard
+                       "shard": str(path), "rows": first + keep}

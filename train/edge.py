@@ -3,13 +3,13 @@ imports torch (a test checks), so a device needs none of the training stack."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from synth.files import sha256_file
 from train.images import ImageError, decode
 
 FORMAT = "train-export/1"
@@ -20,20 +20,19 @@ class EdgeError(ValueError):
     """An export folder or a query that cannot be used; the message names the file and the fix."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def onnx_session(path: Path, threads: int = 1):
+    """An onnxruntime CPU session with `threads` intra-op threads (1: the latency setting)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class EdgeModel:
     """An exported image tower and its text gallery."""
 
     def __init__(self, folder: Path, int8: bool = False, threads: int = 1) -> None:
-        import onnxruntime as ort
-
         self.folder = Path(folder)
         try:
             self.manifest = json.loads((self.folder / "manifest.json").read_text(encoding="utf-8"))
@@ -46,11 +45,9 @@ class EdgeModel:
             raise EdgeError(f"{self.folder} has no {name}; export with --int8 to get one")
         for file in (name, "gallery.npy", "gallery.tsv"):
             path = self.folder / file
-            if not path.is_file() or _sha256(path) != self.manifest["files"][file]:
+            if not path.is_file() or sha256_file(path) != self.manifest["files"][file]:
                 raise EdgeError(f"{path}: missing or changed since export (sha256 differs); export again")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(self.folder / name), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(self.folder / name, threads)
         self.height, self.width = self.manifest["input"]["shape"][2:]
         self.gallery = np.load(self.folder / "gallery.npy")
         rows = (self.folder / "gallery.tsv").read_text(encoding="utf-8").splitlines()[1:]
@@ -89,13 +86,12 @@ def evaluate_export(model: EdgeModel, roots: Sequence[Path], batch: int = 256) -
     for the IDs present), the same protocol as `train eval`, to measure what int8 costs."""
     import pyarrow.parquet as pq
 
-    from synth.manifest import read_manifest
     from train.metrics import accuracy_at_k, mrr, ranks
 
     embeds, sids, langs = [], [], []
     for root in roots:
         root = Path(root)
-        folder = root / "data" if read_manifest(root) is not None or (root / "data").is_dir() else root
+        folder = root / "data" if (root / "data").is_dir() else root
         for path in sorted(folder.glob("*.parquet")):
             for part in pq.ParquetFile(path).iter_batches(batch_size=batch, columns=["image", "semantic_id", "lang"]):
                 pngs = part.column("image").field("bytes").to_pylist()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synth.files import sha256_file
+from synth.files import atomic_folder, replace_refusal, sha256_file
 from synth.lexicon import LANGS, Lexicon
+from train.edge import onnx_session
 from train.evaluate import embed_texts
 from train.image_tower import ImageTower
 from train.model import DualEncoder
@@ -113,12 +113,7 @@ def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, batch: int = 
 
 
 def onnx_embed(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(["embeddings"], {"images": images})[0]
+    return onnx_session(path, threads).run(["embeddings"], {"images": images})[0]
 
 
 def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, int8: bool = False,
@@ -127,19 +122,14 @@ def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, in
     """Write the export folder `out` (see the module docstring) and return its manifest."""
     say = progress or (lambda _msg: None)
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ExportError(f"{out} already exists; choose another --out, or pass --overwrite to replace an export")
-        if not (out / MANIFEST).is_file():
-            raise ExportError(f"{out} is not a folder written by `train export`; refusing to replace it")
+    refusal = replace_refusal(out, overwrite, lambda folder: (folder / MANIFEST).is_file(), "an export", "train export")
+    if refusal:
+        raise ExportError(refusal)
     if int8 and not calibration:
         raise ExportError("int8 needs calibration images: pass --calibration SHARDS (a few hundred training images)")
     model = model.cpu().eval()
     c = model.config.image
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(out, overwrite) as tmp:
         say("exporting the image tower")
         export_onnx(model.image, tmp / FP32)
         say("checking ONNX against PyTorch")
@@ -173,9 +163,4 @@ def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, in
             "files": {name: sha256_file(tmp / name) for name in sorted(os.listdir(tmp)) if name != MANIFEST},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest

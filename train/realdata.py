@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,8 +28,9 @@ import cv2
 import numpy as np
 
 from synth import __version__
+from synth.files import atomic_folder, replace_refusal
 from synth.lexicon import LANGS, Lexicon
-from synth.manifest import DATA, FORMAT, MANIFEST, SIZES, read_manifest, sizes, write_json
+from synth.manifest import DATA, FORMAT, MANIFEST, SIZES, DatasetError, read_manifest, sizes, write_json
 from synth.schema import SEMANTIC_ID
 from synth.shards import ShardConfig, sample_row, write_shard
 
@@ -131,7 +130,9 @@ def write_real_dataset(
     called once per source word.
     """
     out = Path(out)
-    _check_out(out, overwrite)
+    refusal = replace_refusal(out, overwrite, _is_import, "an import", "train import")
+    if refusal:
+        raise SourceError(refusal)
     shard_config = shard_config or ShardConfig()
     mapper = LexiconMapper(lexicon)
     result = ImportResult(out)
@@ -167,23 +168,17 @@ def write_real_dataset(
     return result
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        return
-    if not overwrite:
-        raise SourceError(f"{out} already exists and is not empty; choose another --out, or pass --overwrite "
-                           "to replace an earlier import")
-    manifest = read_manifest(out) if out.is_dir() else None
-    if not (manifest and manifest.get("config", {}).get("source")):
-        raise SourceError(f"{out} is not an import written by `train import`; refusing to replace it")
+def _is_import(folder: Path) -> bool:
+    try:
+        return bool((read_manifest(folder) or {}).get("config", {}).get("source"))
+    except DatasetError:
+        return False
 
 
 def _write(rows: list[dict], out: Path, lexicon: Lexicon, config: dict, command: str, overwrite: bool,
            rows_per_shard: int, shard_config: ShardConfig, result: ImportResult) -> None:
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        (tmp / DATA).mkdir(parents=True)
+    with atomic_folder(out, overwrite) as tmp:
+        (tmp / DATA).mkdir()
         chunks = [rows[i:i + rows_per_shard] for i in range(0, len(rows), rows_per_shard)]
         records = [write_shard(tmp / DATA, f"{SERIES_REAL}-{i:05d}-of-{len(chunks):05d}.parquet", chunk, shard_config)
                    for i, chunk in enumerate(chunks)]
@@ -205,13 +200,4 @@ def _write(rows: list[dict], out: Path, lexicon: Lexicon, config: dict, command:
         lines = ["lang\ttext\tcount"] + [f"{lang}\t{text}\t{n}" for (lang, text), n in
                                           sorted(result.unmapped.items(), key=lambda kv: (-kv[1], kv[0]))]
         (tmp / UNMAPPED).write_text("\n".join(lines) + "\n", encoding="utf-8")
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        elif out.exists():
-            if not overwrite:  # appeared while we worked
-                raise SourceError(f"{out} appeared while importing; nothing was written there")
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(tmp, out)
-        result.shards = len(shards)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    result.shards = len(shards)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from synth.files import atomic_folder, replace_refusal
 from synth.lexicon import LANGS, Lexicon
 from train.evaluate import embed_images, embed_texts
 from train.images import ImageError, decode
@@ -63,11 +62,9 @@ def build_index(model: DualEncoder, run: Path, roots: Sequence[Path], out: Path,
                 workers: int = 0, overwrite: bool = False, progress: Callable[[int], None] | None = None) -> dict:
     """Embed every image of `roots` and write the index folder `out` (atomically: a temporary folder, renamed)."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise SearchError(f"{out} already exists; choose another --out, or pass --overwrite to replace an index")
-        if not (out / META).is_file():
-            raise SearchError(f"{out} is not an index written by `train index`; refusing to replace it")
+    refusal = replace_refusal(out, overwrite, lambda folder: (folder / META).is_file(), "an index", "train index")
+    if refusal:
+        raise SearchError(refusal)
     images = embed_images(model, roots, batch_size, workers, progress=progress)
     c = model.config.image
     meta = {"format": FORMAT, "run": str(Path(run).resolve()), "weights_sha256": weights_digest(model),
@@ -76,18 +73,10 @@ def build_index(model: DualEncoder, run: Path, roots: Sequence[Path], out: Path,
     table = pa.table({"shard": images["shards"], "row": images["rows"].astype(np.int64),
                       "semantic_id": images["semantic_ids"].astype(np.int32), "lang": images["langs"].tolist(),
                       "text": images["texts"]})
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    with atomic_folder(out, overwrite) as tmp:
         np.save(tmp / EMBEDDINGS, images["embeds"].astype(np.float32))
         pq.write_table(table, tmp / ROWS)
         (tmp / META).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return meta
 
 

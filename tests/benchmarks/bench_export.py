@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from train.config import ImageTowerConfig
+from train.edge import onnx_session
 from train.export import export_onnx, quantize_int8, sample_images
 from train.image_tower import ImageTower
 
@@ -43,15 +44,6 @@ def median_ms(call, warmup: int, calls: int) -> float:
         call()
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
-
-
-def session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def main() -> None:
@@ -92,7 +84,7 @@ def main() -> None:
             torch.set_num_threads(cores)
             results["images_per_s"] = {"pytorch-fp32": 256 / median_ms(lambda: tower(xn), 2, 10) * 1000}
         for name, path in (("onnx-fp32", fp32), ("onnx-int8", int8)):
-            s1, sn = session(path, 1), session(path, cores)
+            s1, sn = onnx_session(path, 1), onnx_session(path, cores)  # default level: all graph optimisations
             results["latency_ms"][name] = median_ms(lambda s=s1: s.run(None, {"images": one}), 50, 500)
             results["images_per_s"][name] = 256 / median_ms(lambda s=sn: s.run(None, {"images": many}), 2, 10) * 1000
 
