@@ -81,9 +81,10 @@ def sample_images(roots: Sequence[Path], n: int, height: int, width: int, seed: 
     return np.stack(images)[:, None].astype(np.float32)
 
 
-def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, batch: int = 32) -> dict:
+def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, batch: int = 32, **options) -> dict:
     """Static QDQ int8 (per-channel weights, MinMax activation ranges over `calibration`), after
-    onnxruntime's pre-processing (shape inference and graph optimisation, so Conv+BN+activation fuse)."""
+    onnxruntime's pre-processing (shape inference and graph optimisation, so Conv+BN+activation fuse).
+    `options` override `quantize_static`'s arguments (the benchmark's variants)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -103,9 +104,9 @@ def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, batch: int = 
     prepared = int8.with_name(int8.name + ".pre.onnx")
     try:
         quant_pre_process(str(fp32), str(prepared))
-        quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+        settings = {"quant_format": QuantFormat.QDQ, "per_channel": True, "activation_type": QuantType.QUInt8,
+                    "weight_type": QuantType.QInt8, "calibrate_method": CalibrationMethod.MinMax, **options}
+        quantize_static(str(prepared), str(int8), Reader(), **settings)
     finally:
         prepared.unlink(missing_ok=True)
     return {"format": "QDQ", "weights": "int8 per channel", "activations": "uint8 per tensor", "calibration": "MinMax",

@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, action="append", help="held-out shards for the int8 accuracy check")
     parser.add_argument("--calibration", type=Path, action="append", help="shards for int8 calibration")
     parser.add_argument("--calibration-images", type=int, default=512)
+    parser.add_argument("--int8-variants", action="store_true", help="also time other int8 settings (batch 1, 1 thread)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     cores = os.cpu_count() or 1
@@ -88,6 +89,20 @@ def main() -> None:
             results["latency_ms"][name] = median_ms(lambda s=s1: s.run(None, {"images": one}), 50, 500)
             results["images_per_s"][name] = 256 / median_ms(lambda s=sn: s.run(None, {"images": many}), 2, 10) * 1000
 
+        if args.int8_variants:
+            from onnxruntime.quantization import QuantFormat, QuantType
+
+            variants = {"QDQ, Conv/Gemm/MatMul only": {"op_types_to_quantize": ["Conv", "Gemm", "MatMul"]},
+                        "QDQ, Conv only": {"op_types_to_quantize": ["Conv"]},
+                        "QOperator": {"quant_format": QuantFormat.QOperator},
+                        "QDQ, int8 activations": {"activation_type": QuantType.QInt8}}
+            results["int8_variants_ms"] = {}
+            for name, options in variants.items():
+                path = Path(tmp) / "variant.onnx"
+                quantize_int8(fp32, path, calibration, **options)
+                s1 = onnx_session(path, 1)
+                results["int8_variants_ms"][name] = median_ms(lambda s=s1: s.run(None, {"images": one}), 50, 500)
+
         if args.run and args.data:
             from synth.lexicon import load_lexicon
             from train.edge import EdgeModel, evaluate_export
@@ -108,6 +123,8 @@ def main() -> None:
         print(f"throughput, batch 256, {cores} threads, {name}: {rate:,.0f} images/s")
     for name, mb in results["size_mb"].items():
         print(f"model file, {name}: {mb:.2f} MB")
+    for name, ms in results.get("int8_variants_ms", {}).items():
+        print(f"latency, batch 1, 1 thread, {h}×{w}, int8 variant {name}: {ms:.3f} ms")
     fp32_ms, int8_ms = results["latency_ms"]["onnx-fp32"], results["latency_ms"]["onnx-int8"]
     print(f"int8 / fp32 latency: {int8_ms / fp32_ms:.2f}×; ONNX fp32 / PyTorch: {fp32_ms / results['latency_ms']['pytorch-fp32']:.2f}×")
     for name, accs in results.get("acc@1", {}).items():
