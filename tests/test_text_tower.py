@@ -1,5 +1,7 @@
 """Text tower on a tiny random BERT built and saved by the test, loaded back by path: no download."""
 
+import warnings
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -169,6 +171,20 @@ def test_falls_back_to_the_full_model_when_the_top_path_is_wrong(bert_dir):
         z = cached.encode(texts)
     assert len(cached.cache) == 0
     assert torch.allclose(z, uncached.encode(texts), atol=1e-6)
+
+
+def test_top_path_check_passes_under_bf16_autocast(bert_dir):
+    """A training step runs under bf16 autocast (on CUDA); the one-off check must still accept the cache."""
+    tower = make_tower(bert_dir)
+    tower.lock(2)
+    tower.train()
+    texts = ["agua", "fuego water fire", "ñú"]
+    tower.precompute(texts)  # as the trainer does: in fp32, before the first step
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            tower.encode(texts)
+    assert tower._use_cache() and len(tower.cache) == 3
 
 
 def test_unknown_architecture_locks_only_whole(bert_dir):

@@ -258,7 +258,9 @@ class TextTower(nn.Module):
         sample = texts[:8]
         was_training = self.training
         self.train(False)
-        with torch.no_grad():
+        # Both paths in fp32 even inside a training step's bf16 autocast: the check is of the function, and
+        # bf16 rounding alone differs by ~3e-3 between them (seen on an H100, which then ran every layer).
+        with torch.no_grad(), torch.autocast(self._device().type, enabled=False):
             try:
                 cached = mean_pool(*self._cached(sample))
                 full = mean_pool(*self._full(sample))
