@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -11,6 +12,7 @@ from synth.lexicon import load_lexicon
 from tests.train_fixtures import make_tiny_bert, tiny_config, write_lexicon, write_shards
 from train.cli import app
 from train.evaluate import evaluate, load_model
+from train.report import ReportError, elsewhere_summary
 from train.trainer import train_stage
 
 
@@ -31,9 +33,20 @@ def test_report_tables_match_the_evaluation(tmp_path):
     train_stage(tiny_config(bert, "finetune", **{"optim.max_steps": 1}), [in_domain], tmp_path / "fine", lexicon,
                 init=tmp_path / "run")
 
+    # A run "from another machine": its own `train eval` reports travel, its weights do not.
+    remote = tmp_path / "remote"
+    shutil.copytree(tmp_path / "no-inv", remote)
+    for data in ([str(ood), "--cross-lingual"], [str(in_domain)]):
+        evaluated = CliRunner().invoke(app, ["eval", "--ckpt", str(remote), "--data", *data, "--lexicon", str(lexicon_path)])
+        assert evaluated.exit_code == 0, evaluated.output
+    remote_ood = evaluate(load_model(remote)[0], [ood], lexicon, cross_lingual=True)
+    remote_in = evaluate(load_model(remote)[0], [in_domain], lexicon)["within"]["all"]["acc@1"]
+    shutil.rmtree(remote / "checkpoints")
+    (remote / "model.safetensors").unlink()
+
     out, plot = tmp_path / "docs" / "results.md", tmp_path / "docs" / "img" / "map.png"
     result = CliRunner().invoke(app, [
-        "report", "--run", str(tmp_path / "run"), "--ood", str(ood), "--in-domain", str(in_domain),
+        "report", "--elsewhere", f"Some GPU={remote}", "--run", str(tmp_path / "run"), "--ood", str(ood), "--in-domain", str(in_domain),
         "--baseline", str(tmp_path / "rapid.json"), "--ablation", f"no-inv={tmp_path / 'no-inv'}",
         "--ablation", f"full={tmp_path / 'run'}", "--ablation", f"full+ft={tmp_path / 'fine'}", "--ablation-data", str(in_domain), "--out", str(out), "--plot", str(plot), "--lexicon", str(lexicon_path)])
     assert result.exit_code == 0, result.output
@@ -61,6 +74,14 @@ def test_report_tables_match_the_evaluation(tmp_path):
     assert "Short of the paper: its out-of-distribution Acc@1 is 0.8605" in page  # a 3-step model is far from it
     assert f"R/D ratio of the image embeddings over these sets: {expected_ood['rd_ratio']:.4f}" in page
     assert f"train report \\\n  --run {tmp_path / 'run'}" in page  # the command that made it
+    batch = json.loads((remote / "config.json").read_text())["config"]["batch"]["batch_size"]
+    within = " | ".join(f"{remote_ood['within'][lang]['acc@1']:.4f}" for lang in ("en", "es", "zh"))
+    epochs = json.loads((remote / "model.json").read_text())["epochs"]
+    assert f"| Some GPU | 32×128 | {batch:,} | – | {epochs} | 2 | " in page
+    assert (f" | {within} | {remote_ood['cross']['mean']['acc@1']:.4f} | {remote_in:.4f} |") in page
+    assert f"--elsewhere 'Some GPU={remote}'" in page
+    with pytest.raises(ReportError, match="no report in"):  # no saved evaluation of these sets
+        elsewhere_summary(remote, [tmp_path / "train"], [])
 
 
 def test_report_refuses_bad_inputs(tmp_path):

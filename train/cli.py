@@ -398,6 +398,7 @@ def report(
     baseline_json: Annotated[list[Path] | None, typer.Option("--baseline", help="A `train baseline --out` JSON to put beside ours (repeatable).")] = None,
     ablation: Annotated[list[str] | None, typer.Option("--ablation", help="NAME=RUN: a run for the ablation table (repeatable).")] = None,
     ablation_data: Annotated[list[Path] | None, typer.Option("--ablation-data", help="Where the ablation runs are evaluated (default: the --ood sets).")] = None,
+    elsewhere: Annotated[list[str] | None, typer.Option("--elsewhere", help="MACHINE=RUN: a run trained and evaluated on another machine, reported from its saved `train eval` reports (repeatable).")] = None,
     out_md: Annotated[Path, typer.Option("--out", help="Markdown page to write.")] = Path("docs/results.md"),
     plot: Annotated[Path, typer.Option("--plot", help="PNG of the t-SNE embedding map.")] = Path("docs/img/embeddings-tsne.png"),
     lexicon: LexiconOpt = None,
@@ -406,14 +407,18 @@ def report(
     cross-lingual directions, R/D, the loss ablation and a t-SNE map, each number measured now."""
     from train.report import ReportError, ReportInputs, build_report
 
-    pairs = {}
-    for item in ablation or []:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise _fail(f"--ablation {item!r}: expected NAME=RUN, e.g. --ablation no-inv=runs/no-inv")
-        pairs[name] = Path(path)
-    inputs = ReportInputs(run, list(ood), list(in_domain or []), list(baseline_json or []), pairs,
-                          list(ablation_data or []))
+    def named(items: list[str] | None, option: str, example: str) -> dict[str, Path]:
+        pairs = {}
+        for item in items or []:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise _fail(f"{option} {item!r}: expected NAME=RUN, e.g. {option} {example}")
+            pairs[name] = Path(path)
+        return pairs
+
+    inputs = ReportInputs(run, list(ood), list(in_domain or []), list(baseline_json or []),
+                          named(ablation, "--ablation", "no-inv=runs/no-inv"), list(ablation_data or []),
+                          named(elsewhere, "--elsewhere", "'NVIDIA H100=runs/paper'"))
     try:
         lex = load_lexicon(lexicon)
         with err.status("report") as status:

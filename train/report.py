@@ -47,13 +47,15 @@ class ReportInputs:
     baselines: list[Path] = field(default_factory=list)  # `train baseline --out` JSON files
     ablation: dict[str, Path] = field(default_factory=dict)  # name → run
     ablation_data: list[Path] = field(default_factory=list)  # the ablation's evaluation sets (default: ood)
+    elsewhere: dict[str, Path] = field(default_factory=dict)  # machine → a run trained and evaluated there
 
     def command(self, out: Path, plot: Path) -> str:
         """The `train report` command line that makes this report."""
         parts = ["train report", f"--run {self.run}", *(f"--ood {p}" for p in self.ood),
                  *(f"--in-domain {p}" for p in self.in_domain), *(f"--baseline {p}" for p in self.baselines),
                  *(f"--ablation {name}={p}" for name, p in self.ablation.items()),
-                 *(f"--ablation-data {p}" for p in self.ablation_data), f"--out {out}", f"--plot {plot}"]
+                 *(f"--ablation-data {p}" for p in self.ablation_data),
+                 *(f"--elsewhere '{name}={p}'" for name, p in self.elsewhere.items()), f"--out {out}", f"--plot {plot}"]
         return " \\\n  ".join(parts)
 
 
@@ -145,6 +147,30 @@ def _run_summary(run: Path) -> dict:
             "images_per_s": float(np.median([r["images_per_s"] for r in steps])) if steps else None}
 
 
+def elsewhere_summary(run: Path, ood: Sequence[Path], in_domain: Sequence[Path]) -> dict:
+    """A run trained and evaluated on another machine, from what it saved: its config, metrics and the
+    `train eval` reports in RUN/eval. Reports are matched to the sets here by folder names (the paths were
+    the other machine's). Nothing is re-measured, so the run's weights need not travel."""
+    summary = _run_summary(run)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    steps = [r for r in records if "images_per_s" in r]
+    batch = summary["batch"]
+    summary["step_seconds"] = sum(batch / r["images_per_s"] for r in steps)  # time inside the steps alone
+    summary["images_per_s_mean"] = len(steps) * batch / summary["step_seconds"] if steps else None
+    summary["torch"] = read_run_config(run).get("versions", {}).get("torch")
+    found: dict[str, dict] = {}
+    for report in sorted((run / "eval").glob("*.json")):
+        saved = json.loads(report.read_text(encoding="utf-8"))
+        names = sorted(Path(d).name for d in saved.get("data", []))
+        for kind, roots in (("ood", ood), ("in_domain", in_domain)):
+            if roots and names == sorted(Path(r).name for r in roots):
+                found[kind] = saved
+    if "ood" not in found:
+        raise ReportError(f"--elsewhere {run}: no report in {run / 'eval'} covers the --ood sets "
+                          f"({', '.join(Path(r).name for r in ood)}); run `train eval --cross-lingual` on them there")
+    return {"summary": summary, **found}
+
+
 def _baseline_for(baselines: list[dict], roots: Sequence[Path]) -> dict[str, dict]:
     """name → report of each baseline run on exactly these datasets."""
     wanted = sorted(str(Path(r).resolve()) for r in roots)
@@ -183,6 +209,8 @@ def build_report(inputs: ReportInputs, lexicon: Lexicon, out: Path, plot: Path,
         ablation[name] = {"summary": _run_summary(abl_run),
                           "report": evaluate(abl_model, inputs.ablation_data or inputs.ood, lexicon)}
     results["ablation"] = ablation
+    results["elsewhere"] = {name: elsewhere_summary(Path(path), inputs.ood, inputs.in_domain)
+                            for name, path in inputs.elsewhere.items()}
     say("embedding map")
     results["plot"] = tsne_plot(model, inputs.ood, plot)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -212,6 +240,30 @@ def _within_table(results: dict, kind: str, summary_params: int, latency: float)
                                  f"{_fmt(t['acc@3'])} | {_fmt(t['acc@5'])} | {_fmt(t['mrr'])} | {_fmt(t['nes'])} | – | "
                                  f"{t['latency_ms']:.1f} |")
     return head + lines if lines else []
+
+
+def _elsewhere_section(runs: dict[str, dict], inputs: ReportInputs) -> list[str]:
+    if not runs:
+        return []
+    langs = [lang for lang in LANG_ORDER if any(lang in r["ood"]["within"] for r in runs.values())]
+    lines = ["## Runs on other machines", "",
+             ("Trained and evaluated on the machine named, on sets built there by the same `synth corpus` presets "
+              f"as {', '.join(Path(p).name for p in [*inputs.ood, *inputs.in_domain])} here (same seeds and "
+              "fonts, so the same images). Read from each run's saved `train eval` reports, not re-measured "
+              "on this page. Time and images/s count the training steps alone (no start-up, checkpoints or "
+              "evaluation)."), "",
+             "| machine | images | batch | L_INV | epochs | steps | training time | images/s | "
+             + " | ".join(f"OOD {lang} Acc@1" for lang in langs) + " | OOD cross-lingual mean Acc@1 | in-domain Acc@1 |",
+             "|---|---|---:|:-:|---:|---:|---:|---:|" + "---:|" * (len(langs) + 2)]
+    for name, r in runs.items():
+        s, within = r["summary"], r["ood"]["within"]
+        mean = r["ood"].get("cross", {}).get("mean", {}).get("acc@1")
+        in_domain = r.get("in_domain", {}).get("within", {}).get("all", {}).get("acc@1")
+        lines.append(f"| {name} | {s['image']} | {s['batch']:,} | {'✓' if s['loss']['use_inv'] else '–'} | {s['epochs']} | "
+                     f"{s['steps']:,} | {s['step_seconds'] / 60:.1f} min | {s['images_per_s_mean'] or 0:,.0f} | "
+                     + " | ".join(_fmt(within.get(lang, {}).get("acc@1")) for lang in langs)
+                     + f" | {_fmt(mean)} | {_fmt(in_domain)} |")
+    return lines + [""]
 
 
 def markdown(results: dict, inputs: ReportInputs, out: Path, plot: Path) -> str:
@@ -293,6 +345,7 @@ def markdown(results: dict, inputs: ReportInputs, out: Path, plot: Path) -> str:
                          f"{', '.join(a['summary']['data'])} | {a['summary']['image']} | {a['summary']['steps']} | "
                          f"{_fmt(w['acc@1'])} | {_fmt(w['mrr'])} |")
         lines.append("")
+    lines += _elsewhere_section(results["elsewhere"], inputs)
     rel = Path(plot).resolve().relative_to(Path(out).resolve().parent) if Path(plot).resolve().is_relative_to(
         Path(out).resolve().parent) else Path(plot).resolve()
     lines += ["## Embedding map", "",
