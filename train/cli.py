@@ -112,8 +112,13 @@ def _run_stage(stage: str, data, run, preset, text_encoder, epochs, batch_size, 
     except KeyboardInterrupt:
         err.print(f"interrupted; continue with: train {stage} ... --out {run} --resume latest")
         raise typer.Exit(130)
+    from train.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun, rank 0 speaks for the run
+        raise typer.Exit(0 if result.finished else 130)
     if not result.finished:
-        err.print(f"stopped at step {result.steps}; checkpoint saved. Continue with the same command and --resume latest")
+        err.print(f"stopped at step {result.steps}; checkpoint saved. Continue with the same command and --resume latest",
+                  soft_wrap=True)
         raise typer.Exit(130)
     out.print(f"{run}: {stage} done, {result.steps:,} steps over {result.epochs_done} epochs in {result.seconds / 60:.1f} min "
               f"({result.images_per_second:,.0f} img/s); final loss {result.last_loss:.4f}", soft_wrap=True)

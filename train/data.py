@@ -201,10 +201,10 @@ class BatchDataset(Dataset):
     def __getitem__(self, item: tuple[int, int, list[int]]) -> dict[str, torch.Tensor]:
         epoch, index, rows = item
         images = np.empty((len(rows), 1, self.height, self.width), np.float32)
-        rng = np.random.default_rng([self.seed, epoch, index])  # one per batch: batches are fixed by (seed, epoch)
         for i, row in enumerate(rows):
             ink = decode(self.shards.png(row), self.height, self.width)
-            images[i, 0] = augment(ink, rng) if self.augment else ink
+            # one generator per (seed, epoch, row): the same jitter however a batch is split over processes
+            images[i, 0] = augment(ink, np.random.default_rng([self.seed, epoch, row])) if self.augment else ink
         return {"images": torch.from_numpy(images), "rows": torch.as_tensor(rows, dtype=torch.int64)}
 
 

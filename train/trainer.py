@@ -43,6 +43,7 @@ from train.checkpoint import (
 )
 from train.config import RunConfig, config_from_dict
 from train.data import BatchDataset, EpochBatches, ShardSet, batch_loader, find_shards
+from train.distributed import Dist, init_distributed, sync_batchnorm
 from train.losses import RetrievalLoss
 from train.model import DualEncoder, resolve_text_encoder
 from train.sampler import CoOccurrenceSampler, SamplerConfig
@@ -164,27 +165,30 @@ def _prepare_out(out: Path, resume: str | None) -> Path | None:
 
 
 class _Interrupt:
-    """First Ctrl-C: finish the current step, save a checkpoint and stop. Second: stop at once."""
+    """First Ctrl-C (SIGINT) or SIGTERM — what `timeout`, SLURM and Kubernetes send before a kill — finishes
+    the current step, saves a checkpoint and stops. A second SIGINT stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: dict[int, object] = {}
 
     def __enter__(self) -> Self:
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
+            self._previous = {}
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
 
 def _log(path: Path, record: dict) -> None:
@@ -215,10 +219,27 @@ def train_stage(
     on_start: Callable[[int, int], None] | None = None,
 ) -> StageResult:
     """Run (or resume) one stage. `stop_at` ends after that many total steps with a checkpoint, as an
-    interruption would; `on_start(total_steps, start_step)` and `on_step(record)` feed a progress display."""
-    out = Path(out)
+    interruption would; `on_start(total_steps, start_step)` and `on_step(record)` feed a progress display.
+
+    Under torchrun (WORLD_SIZE > 1) every rank runs this with the same arguments: each takes its slice of
+    every global batch, the loss sees the gathered global batch (`train.distributed`), and only rank 0
+    writes the run folder and calls the callbacks."""
+    ddp = init_distributed(device)
+    try:
+        return _train_stage(config, data, Path(out), lexicon, ddp, init, resume, stop_at, on_step, on_start)
+    finally:
+        ddp.close()
+
+
+def _train_stage(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Lexicon, ddp: Dist,
+                 init: Path | None, resume: str | None, stop_at: int | None,
+                 on_step: Callable[[dict], None] | None, on_start: Callable[[int, int], None] | None) -> StageResult:
+    if config.batch.batch_size % ddp.world:
+        raise TrainingError(f"batch.batch_size {config.batch.batch_size} does not divide over {ddp.world} processes; "
+                            f"use a multiple of {ddp.world}")
     checkpoint = _prepare_out(out, resume)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ddp.barrier()  # every rank has checked --out before rank 0 writes into it
+    dev = ddp.device
     encoder = resolve_text_encoder(config.model.text.model_path)
     provenance = _provenance(config, data, lexicon, encoder, init)
     if checkpoint is not None:
@@ -239,7 +260,14 @@ def train_stage(
     model = DualEncoder(config.model, encoder)
     if init is not None:
         _load_init(model, Path(init), config)
+    if ddp.active:
+        sync_batchnorm(model.image, dev)
     model.to(dev)
+    net = model
+    if ddp.active:  # the frozen encoder is identical on every rank: DDP need not broadcast its ~470 MB
+        DDP = torch.nn.parallel.DistributedDataParallel
+        DDP._set_params_and_buffers_to_ignore_for_model(model, sorted(model.frozen_text_keys()))
+        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     optimizer = torch.optim.AdamW(param_groups(model, config.optim.weight_decay), lr=config.optim.lr,
                                   betas=config.optim.betas)
     loss_fn = RetrievalLoss(config.loss.use_v2t, config.loss.use_t2v, config.loss.use_inv, config.loss.lam,
@@ -250,8 +278,9 @@ def train_stage(
         weights, optim_state, state, rng = read_checkpoint(checkpoint)
         model.load_saved_state(weights, str(checkpoint))
         optimizer.load_state_dict(optim_state)
-        _trim_metrics(out / METRICS, state.step)
-    else:
+        if ddp.main:
+            _trim_metrics(out / METRICS, state.step)
+    elif ddp.main:
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / CONFIG, json.dumps(provenance, indent=1) + "\n")
     model.text.precompute(sorted(set(shards.texts.tolist())))
@@ -261,23 +290,27 @@ def train_stage(
     trainable = [p for p in model.parameters() if p.requires_grad]
     if checkpoint is not None:
         restore_rng(rng)  # last: filling the text cache runs the (dropout-enabled) top layers
-    if on_start:
+    if ddp.rank:  # other ranks draw their own dropout masks (rank 0's stream is the one checkpoints keep)
+        torch.manual_seed(hash((config.seed, state.step, ddp.rank)) % 2**63)
+    main = ddp.main
+    if on_start and main:
         on_start(total, state.step)
     started, images, loss_value = time.perf_counter(), 0, state.loss
     model.train()
     with _Interrupt() as interrupt:
 
         def should_stop() -> bool:
-            return state.step >= total or (stop_at is not None and state.step >= stop_at) or interrupt.requested
+            return state.step >= total or (stop_at is not None and state.step >= stop_at) or \
+                ddp.any(interrupt.requested)
 
         while state.step < total:
             sampler.set_epoch(state.epoch)
-            batches = list(sampler)
+            batches = [ddp.local_rows(b) for b in sampler]
             loader = batch_loader(dataset, EpochBatches(batches, state.epoch, state.batch), config.data.workers)
             epoch_losses = []
             tick = time.perf_counter()
             for batch in loader:
-                rows = batch["rows"].numpy()
+                rows = batch["rows"].numpy()  # this rank's slice of the global batch
                 lr = lr_at(state.step, total, config)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -285,11 +318,13 @@ def train_stage(
                 extra = {} if gallery is None else {"gallery": gallery.texts,
                                                     "text_index": torch.as_tensor(gallery.index[rows], device=dev)}
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                    outputs = model(batch["images"].to(dev, non_blocking=True), shards.texts[rows].tolist(), sids,
-                                    **extra)
+                    outputs = net(batch["images"].to(dev, non_blocking=True), shards.texts[rows].tolist(), sids,
+                                  **extra)
+                outputs = ddp.gather_rows({**outputs, "rows": torch.as_tensor(rows, device=dev)})
+                global_rows = outputs.pop("rows").cpu().numpy()
                 if gallery is not None:
-                    outputs["gallery_positives"] = torch.as_tensor(gallery.positives(rows, config.loss.label_aware),
-                                                                   device=dev)
+                    outputs["gallery_positives"] = torch.as_tensor(
+                        gallery.positives(global_rows, config.loss.label_aware), device=dev)
                 terms = loss_fn(**{k: (v.float() if k.endswith("embeds") else v) for k, v in outputs.items()})
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
@@ -300,26 +335,28 @@ def train_stage(
                 optimizer.step()
                 model.logit_scale.clamp_()
                 state.step, state.batch, state.loss = state.step + 1, state.batch + 1, loss_value
-                images += len(rows)
+                images += len(global_rows)
                 now = time.perf_counter()
                 record = {"step": state.step, "epoch": state.epoch, "lr": lr, "grad_norm": norm,
                           "temperature": 1.0 / float(outputs["logit_scale"].detach()),
-                          "images_per_s": len(rows) / (now - tick), **{k: float(v.detach()) for k, v in terms.items()}}
+                          "images_per_s": len(global_rows) / (now - tick), **{k: float(v.detach()) for k, v in terms.items()}}
                 tick = now
                 epoch_losses.append(loss_value)
-                _log(out / METRICS, record)
-                if on_step:
+                if main:
+                    _log(out / METRICS, record)
+                if on_step and main:
                     on_step(record)
                 done_epoch = state.batch == per_epoch
                 if done_epoch:
                     state.epoch, state.batch = state.epoch + 1, 0
-                    _log(out / METRICS, {"step": state.step, "epoch_done": state.epoch,
-                                         "loss_mean": float(np.mean(epoch_losses))})
+                    if main:
+                        _log(out / METRICS, {"step": state.step, "epoch_done": state.epoch,
+                                             "loss_mean": float(np.mean(epoch_losses))})
                 stop = should_stop()
                 every = config.checkpoint_every and state.step % config.checkpoint_every == 0
-                if done_epoch or every or stop:
+                if (done_epoch or every or stop) and main:
                     save_checkpoint(out, model.saved_state(), optimizer, state, config.keep_checkpoints)
-                if done_epoch:
+                if done_epoch and main:
                     plot_curves(out / METRICS, out / CURVES)
                 if stop or done_epoch:
                     break
@@ -330,12 +367,14 @@ def train_stage(
     if finished:
         if config.precise_bn_batches:  # the first batches of the epoch that would come next
             sampler.set_epoch(state.epoch)
-            batches = list(sampler)[: config.precise_bn_batches]
+            batches = [ddp.local_rows(b) for b in list(sampler)[: config.precise_bn_batches]]
             loader = batch_loader(dataset, EpochBatches(batches, state.epoch), config.data.workers)
             recalibrate_bn(model.image, (b["images"].to(dev) for b in loader))
-        save_final(out, model.saved_state(), {"steps": state.step, "epochs": state.epoch, "loss": state.loss,
-                                              "checkpoint": step_name(state.step)})
-        plot_curves(out / METRICS, out / CURVES)
+        if main:
+            save_final(out, model.saved_state(), {"steps": state.step, "epochs": state.epoch, "loss": state.loss,
+                                                  "checkpoint": step_name(state.step)})
+            plot_curves(out / METRICS, out / CURVES)
+    ddp.barrier()  # the run folder is complete before any rank returns
     return StageResult(out, state.step, state.epoch, finished, images / seconds if seconds else 0.0, seconds, loss_value)
 
 
