@@ -15,7 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(cli_lexicon.app, name="lexicon", help="The trilingual lexicon: build it from sources, print its statistics.")
 app.add_typer(cli_fonts.app, name="fonts", help="The style catalogue: list, fetch, check coverage, pin checksums.")
-for command in (cli_render.render, cli_render.corpus, cli_render.verify, cli_render.preview):
+for command in (cli_render.render, cli_render.corpus, cli_render.merge, cli_render.verify, cli_render.preview):
     app.command(rich_help_panel="Datasets")(command)
 
 

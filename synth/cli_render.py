@@ -18,7 +18,7 @@ from synth.catalogue import CatalogueError
 from synth.cli_fonts import CatalogueOpt
 from synth.cli_fonts import SplitOpt as FontsOpt  # the same three font splits
 from synth.corpus import load_corpus
-from synth.dataset import build_dataset
+from synth.dataset import Part, build_dataset, merge_parts
 from synth.fetch import FetchError
 from synth.lexicon import LANGS, LexiconError
 from synth.manifest import DatasetError
@@ -51,6 +51,19 @@ OutOpt = Annotated[Path, typer.Option("--out", help="Dataset folder (created; re
 WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Processes rendering shards (default: the CPU count).", show_default=False)]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a different synth dataset in --out.")]
 LexiconOpt = Annotated[Optional[Path], typer.Option("--lexicon", help="Lexicon TSV (default: lexicon/lexicon.tsv).")]
+ShardIndexOpt = Annotated[int | None, typer.Option("--shard-index", min=0, help="Build only part I of --num-shards (every N-th shard, from I); join the parts with `synth merge`.")]
+NumShardsOpt = Annotated[int | None, typer.Option("--num-shards", min=1, help="How many parts the dataset is split into (with --shard-index).")]
+
+
+def _part(index: int | None, count: int | None) -> Part | None:
+    if (index is None) != (count is None):
+        raise _fail("give --shard-index and --num-shards together")
+    if index is None:
+        return None
+    try:
+        return Part(index, count)
+    except DatasetError as exc:
+        raise _fail(str(exc))
 
 
 def _fail(message: str) -> typer.Exit:
@@ -59,7 +72,8 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _build(out_dir: Path, plan: PlanConfig, distort: str, config: Path | None, shard_config: ShardConfig,
-           workers: int, overwrite: bool, command: str, lexicon: Path | None, catalogue: Path | None) -> None:
+           workers: int, overwrite: bool, command: str, lexicon: Path | None, catalogue: Path | None,
+           part: Part | None) -> None:
     # A spinner while the plan is made and checked; the bar appears with the first rendered rows, so
     # input errors print as one line with nothing before it.
     status = out.status("planning: reading the lexicon, the catalogue and each style's coverage")
@@ -80,13 +94,15 @@ def _build(out_dir: Path, plan: PlanConfig, distort: str, config: Path | None, s
         result = build_dataset(
             out_dir, plan, render_config, shard_config=shard_config, lexicon_path=lexicon,
             catalogue_path=catalogue, workers=workers, overwrite=overwrite, command=command, progress=advance,
+            part=part,
         )
     except _ERRORS as exc:
         raise _fail(str(exc).splitlines()[0])
     finally:
         status.stop()
         bar.stop()
-    out.print(f"done: {result.summary()}", soft_wrap=True, highlight=False)
+    which = "" if part is None else f" (part {part.index} of {part.count}; join the parts with `synth merge`)"
+    out.print(f"done: {result.summary()}{which}", soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -106,12 +122,16 @@ def render(
     overwrite: OverwriteOpt = False,
     lexicon: LexiconOpt = None,
     catalogue: CatalogueOpt = None,
+    shard_index: ShardIndexOpt = None,
+    num_shards: NumShardsOpt = None,
 ) -> None:
     """Render lexicon entries in handwriting styles into Parquet shards keyed by semantic ID.
 
     The same options give the same bytes on any number of workers; re-running an interrupted command
-    completes the missing shards.
+    completes the missing shards. With --shard-index I --num-shards N, N machines each build a part
+    (no coordinator), and `synth merge` joins them into what one run writes.
     """
+    part = _part(shard_index, num_shards)
     if per_style is not None and per_id is not None:
         raise _fail("give --per-style or --per-id, not both")
     mode, samples = ("per_id", per_id) if per_id is not None else ("per_style", per_style or 1)
@@ -131,7 +151,7 @@ def render(
     for option, path in (("--config", config), ("--lexicon", lexicon), ("--catalogue", catalogue)):
         parts += [option, path.name] if path else []
     _build(out_dir, plan, distort.value, config, ShardConfig(row_group_size=row_group_size), workers, overwrite,
-           shlex.join(parts), lexicon, catalogue)
+           shlex.join(parts), lexicon, catalogue, part)
 
 
 @app.command()
@@ -142,14 +162,40 @@ def corpus(
     overwrite: OverwriteOpt = False,
     lexicon: LexiconOpt = None,
     catalogue: CatalogueOpt = None,
+    shard_index: ShardIndexOpt = None,
+    num_shards: NumShardsOpt = None,
 ) -> None:
-    """Build a named corpus (synth/configs/corpus/NAME.yaml), e.g. the 262,800-image `pretrain` set."""
+    """Build a named corpus (synth/configs/corpus/NAME.yaml), e.g. the 262,800-image `pretrain` set.
+
+    With --shard-index I --num-shards N, only part I of N; `synth merge` joins the parts.
+    """
+    part = _part(shard_index, num_shards)
     try:
         preset = load_corpus(name)
     except PlanError as exc:
         raise _fail(str(exc))
     _build(out_dir, preset.plan, preset.distort, None, ShardConfig(), workers, overwrite,
-           f"synth corpus {shlex.quote(name)}", lexicon, catalogue)
+           f"synth corpus {shlex.quote(name)}", lexicon, catalogue, part)
+
+
+@app.command()
+def merge(
+    parts: Annotated[list[Path], typer.Argument(help="The part folders (parts 0..N-1 of one dataset, any order).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Dataset folder to create.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a synth dataset already in --out.")] = False,
+    link: Annotated[bool, typer.Option("--link", help="Hard-link the shards instead of copying them (same filesystem; the files are then shared with the parts).")] = False,
+    lexicon: LexiconOpt = None,
+    catalogue: CatalogueOpt = None,
+) -> None:
+    """Join the parts built with --shard-index/--num-shards into one dataset, byte-identical to a single
+    build. Every shard is checked against its recorded sha256; --out appears whole or not at all."""
+    try:
+        result = merge_parts(parts, out_dir, lexicon_path=lexicon, catalogue_path=catalogue, overwrite=overwrite,
+                             link=link)
+    except _ERRORS as exc:
+        raise _fail(str(exc).splitlines()[0])
+    out.print(f"merged {len(parts)} parts: {result.rows:,} rows in {result.shards} shards → {out_dir}",
+              soft_wrap=True, highlight=False)
 
 
 @app.command()

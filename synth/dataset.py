@@ -5,13 +5,19 @@ carries its own seed, so the bytes do not depend on the number of workers. The m
 before the first shard (status "incomplete") and rewritten as each shard lands with its sha256, so a
 re-run of the same command skips the shards already written and ends byte-identical to a run that never
 stopped. Every check that can fail on bad input runs before anything is written.
+
+A build can also be one part of N (`Part`): it renders every N-th shard, so machines that share nothing
+(SLURM array tasks, Kubernetes jobs) can each build a part, and `merge_parts` joins the parts into the
+folder one build would have written, byte for byte.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import queue as queue_lib
+import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -21,7 +27,7 @@ from pathlib import Path
 
 from synth.card import dataset_card
 from synth.catalogue import load_catalogue
-from synth.files import sha256_file, write_atomic
+from synth.files import atomic_folder, replace_refusal, sha256_file, write_atomic
 from synth.lexicon import load_lexicon
 from synth.manifest import (
     CARD,
@@ -39,13 +45,35 @@ from synth.manifest import (
     with_records,
     write_json,
 )
-from synth.plan import PlanConfig, ShardPlan, plan_tasks
+from synth.plan import Plan, PlanConfig, ShardPlan, plan_tasks
 from synth.render_config import RenderConfig
 from synth.shards import ShardConfig, ShardRecord, sample_row, write_shard
 
 REPORT_EVERY = 100  # rows between progress reports from a worker: smooth bar, negligible queue traffic
 
 Progress = Callable[[int, int], None]  # (rows just rendered, rows this run renders); first call (0, total)
+
+
+PART_COMPLETE = "part-complete"  # a part's manifest status once all of its shards are written
+
+
+@dataclass(frozen=True)
+class Part:
+    """Part `index` of `count`: the shards whose position in the plan is index modulo count."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.count, int) and self.count >= 1 and isinstance(self.index, int)
+                and 0 <= self.index < self.count):
+            raise DatasetError(f"shard index {self.index} of {self.count}: need 0 ≤ --shard-index < --num-shards")
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "count": self.count}
+
+    def takes(self, position: int) -> bool:
+        return position % self.count == self.index
 
 
 @dataclass(frozen=True)
@@ -93,8 +121,10 @@ def build_dataset(
     command: str = "",
     renderer_cls: type | None = None,
     progress: Progress | None = None,
+    part: Part | None = None,
 ) -> BuildResult:
-    """Render the dataset `plan_config` describes into `out` (resuming it if it is the same dataset).
+    """Render the dataset `plan_config` describes into `out` (resuming it if it is the same dataset), or
+    only `part` of it: every part's folder records the whole plan, its own shards, and the part.
 
     Raises PlanError, LexiconError, CatalogueError or FetchError for bad input and DatasetError for an
     output that cannot be claimed or a render that failed; in every input case before writing anything.
@@ -116,6 +146,9 @@ def build_dataset(
     renderer_cls(render_config)  # cheap by contract; a bad config fails here, not in a worker
 
     planned = make_manifest(plan, shards, config, command, lexicon, catalogue)
+    if part is not None:
+        planned["part"] = part.to_dict()
+        shards = [shard for i, shard in enumerate(shards) if part.takes(i)]
 
     def manifest(done: dict[str, ShardRecord]) -> dict:
         return with_records(planned, done)
@@ -153,11 +186,14 @@ def build_dataset(
     render_seconds = time.perf_counter() - render_started
 
     final = manifest(done)
-    write_json(out / SIZES, sizes(final))
-    write_atomic(out / CARD, dataset_card(final, plan, lexicon, catalogue))
+    if part is None:
+        write_json(out / SIZES, sizes(final))
+        write_atomic(out / CARD, dataset_card(final, plan, lexicon, catalogue))
+    else:  # sizes.json and the card describe the whole dataset: `merge_parts` writes them
+        final["status"] = PART_COMPLETE
     write_json(out / MANIFEST, final)  # last: "complete" means every file above is in place
     return BuildResult(
-        out=out, rows=len(plan.tasks), shards=len(shards), rendered_rows=to_render,
+        out=out, rows=sum(len(shard.tasks) for shard in shards), shards=len(shards), rendered_rows=to_render,
         reused_shards=len(shards) - len(jobs), skipped_pairs=plan.skipped_pairs,
         seconds=time.perf_counter() - started, render_seconds=render_seconds,
     )
@@ -176,7 +212,13 @@ def _claim_output(out: Path, planned: dict, overwrite: bool) -> dict[str, ShardR
     except DatasetError as exc:
         # Not a manifest we wrote (ours are written atomically): the folder is someone else's.
         raise DatasetError(f"{exc}; refusing to touch {out}, even with --overwrite — choose another folder") from None
-    if existing.get("fingerprint") == planned["fingerprint"]:
+    same = existing.get("fingerprint") == planned["fingerprint"]
+    if same and existing.get("part") != planned.get("part"):
+        def name(part: dict | None) -> str:
+            return "the whole dataset" if part is None else f"part {part['index']} of {part['count']}"
+        raise DatasetError(f"output {out} holds {name(existing.get('part'))} of this dataset, and this command "
+                           f"builds {name(planned.get('part'))}; give each part its own folder")
+    if same:
         return {
             e["name"]: ShardRecord(e["name"], e["rows"], e["sha256"], e["semantic_id_min"], e["semantic_id_max"])
             for e in existing.get("shards", []) if e.get("sha256")
@@ -193,6 +235,76 @@ def _claim_output(out: Path, planned: dict, overwrite: bool) -> dict[str, ShardR
         )
     remove_ours(out)
     return {}
+
+
+def merge_parts(parts: list[Path], out: Path, *, lexicon_path: Path | None = None,
+                catalogue_path: Path | None = None, overwrite: bool = False, link: bool = False) -> BuildResult:
+    """Join the folders of parts 0..N-1 of one dataset into `out`: the shards (copied, or with `link`
+    hard-linked where the filesystem allows: no second copy, but the files are then shared with the parts),
+    each checked against its recorded sha256, then sizes.json, the card and the manifest, exactly as one
+    build would have written them. Nothing is written on bad input; `out` appears whole or not at all."""
+    started = time.perf_counter()
+    manifests = []
+    for root in parts:
+        manifest = read_manifest(Path(root))
+        if manifest is None or "part" not in manifest:
+            raise DatasetError(f"{root} is not a dataset part (no manifest with a part); build parts with "
+                               "--shard-index I --num-shards N")
+        if manifest.get("status") != PART_COMPLETE:
+            p = manifest["part"]
+            raise DatasetError(f"{root}: part {p['index']} of {p['count']} is not finished; run its command again "
+                               "to complete it")
+        manifests.append(manifest)
+    first = manifests[0]
+    for root, manifest in zip(parts, manifests, strict=True):
+        if manifest["fingerprint"] != first["fingerprint"]:
+            raise DatasetError(f"{root} is a part of another dataset than {parts[0]} (fingerprints differ)")
+    count = first["part"]["count"]
+    indices = sorted(m["part"]["index"] for m in manifests)
+    if indices != list(range(count)):
+        missing = sorted(set(range(count)) - set(indices))
+        twice = sorted({i for i in indices if indices.count(i) > 1})
+        problem = f"missing part(s) {', '.join(map(str, missing))}" if missing else \
+            f"part(s) {', '.join(map(str, twice))} given twice"
+        raise DatasetError(f"{problem} of {count}; give each of parts 0..{count - 1} once")
+    records: dict[str, tuple[Path, ShardRecord]] = {}
+    for root, manifest in zip(parts, manifests, strict=True):
+        part = Part(**manifest["part"])
+        for i, e in enumerate(manifest["shards"]):
+            if part.takes(i):
+                path = Path(root) / e["name"]
+                if not path.is_file() or sha256_file(path) != e["sha256"]:
+                    raise DatasetError(f"{path} is missing or differs from its recorded sha256; run the part's "
+                                       "command again to repair it")
+                records[e["name"]] = (path, ShardRecord(e["name"], e["rows"], e["sha256"], e["semantic_id_min"],
+                                                        e["semantic_id_max"]))
+    lexicon, catalogue = load_lexicon(lexicon_path), load_catalogue(catalogue_path)
+    for what, ours, option in (("lexicon", lexicon.sha256, "--lexicon"), ("catalogue", catalogue.sha256, "--catalogue")):
+        if first[what]["sha256"] != ours:
+            raise DatasetError(f"the parts were rendered with another {what} ({first[what]['file']}, sha256 "
+                               f"{first[what]['sha256'][:12]}…); pass it with {option}")
+    plan: Plan = plan_tasks(PlanConfig(**{**first["config"]["plan"], "langs": tuple(first["config"]["plan"]["langs"])}),
+                            lexicon, catalogue)
+    whole = {k: v for k, v in first.items() if k != "part"}
+    final = with_records(whole, {name: record for name, (_, record) in records.items()})
+    refusal = replace_refusal(out, overwrite, lambda o: read_manifest(o) is not None, "a synth dataset", "synth")
+    if refusal:
+        raise DatasetError(refusal)
+    with atomic_folder(out, overwrite) as tmp:
+        (tmp / DATA).mkdir()
+        for name, (source, _) in records.items():
+            try:
+                if not link:
+                    raise OSError
+                os.link(source, tmp / name)
+            except OSError:  # copying, or another filesystem, or no hard links there
+                shutil.copy2(source, tmp / name)
+        write_json(tmp / SIZES, sizes(final))
+        write_atomic(tmp / CARD, dataset_card(final, plan, lexicon, catalogue))
+        write_json(tmp / MANIFEST, final)
+    return BuildResult(out=out, rows=final["counts"]["rows"], shards=len(records), rendered_rows=0,
+                       reused_shards=len(records), skipped_pairs=final["skipped"]["pairs"],
+                       seconds=time.perf_counter() - started, render_seconds=0.0)
 
 
 # --- rendering: the same shard function in-process (1 worker) and in each pool worker -----------------

@@ -56,6 +56,11 @@ def verify_dataset(root: Path, progress: Callable[[int], None] | None = None) ->
     if manifest is None:
         problems.append(f"{root}: no {MANIFEST}; not a synth dataset")
         return report
+    if "part" in manifest:
+        part = manifest["part"]
+        problems.append(f"{root} is part {part['index']} of {part['count']} of a dataset; join the parts with "
+                        "`synth merge`, then verify the result")
+        return report
     if manifest.get("status") != "complete":
         problems.append(f"{MANIFEST}: status is {manifest.get('status')!r}; the build did not finish (re-run its command)")
     try:

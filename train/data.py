@@ -62,6 +62,9 @@ def find_shards(root: Path) -> list[Path]:
         manifest = read_manifest(root)
     except DatasetError as exc:  # a manifest we cannot read is reported, not trusted
         raise DataError(str(exc)) from None
+    if manifest is not None and "part" in manifest:
+        raise DataError(f"{root}: part {manifest['part']['index']} of {manifest['part']['count']} of a dataset; "
+                        "join the parts with `synth merge` and train on the result")
     if manifest is not None and manifest.get("status") != "complete":
         raise DataError(f"{root}: dataset is incomplete (manifest status {manifest.get('status')!r}); "
                         "re-run the same `synth render` command to finish it")
@@ -199,7 +202,7 @@ class BatchDataset(Dataset):
         return len(self.shards)
 
     def __getitem__(self, item: tuple[int, int, list[int]]) -> dict[str, torch.Tensor]:
-        epoch, index, rows = item
+        epoch, _, rows = item
         images = np.empty((len(rows), 1, self.height, self.width), np.float32)
         for i, row in enumerate(rows):
             ink = decode(self.shards.png(row), self.height, self.width)
