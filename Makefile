@@ -21,7 +21,7 @@ system-deps:
 $(VENV)/.installed: pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q --no-binary elasticdeform -e '.[test,lexicon,train,baselines,export,report]'
+	$(BIN)/pip install -q --no-binary elasticdeform -e '.[test,lexicon,train,baselines,export,report,ray]'
 	$(BIN)/pip install -q --no-deps rapidocr-onnxruntime==1.4.4  # see the baselines extra in pyproject.toml
 	touch $@
 

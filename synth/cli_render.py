@@ -52,6 +52,13 @@ WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Processes ren
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a different synth dataset in --out.")]
 LexiconOpt = Annotated[Optional[Path], typer.Option("--lexicon", help="Lexicon TSV (default: lexicon/lexicon.tsv).")]
 ShardIndexOpt = Annotated[int | None, typer.Option("--shard-index", min=0, help="Build only part I of --num-shards (every N-th shard, from I); join the parts with `synth merge`.")]
+class ExecutorOpt(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+ExecutorOptT = Annotated[ExecutorOpt, typer.Option("--executor", help="local: a process pool of --workers; ray: Ray tasks on a cluster (--address) or a local Ray of --workers CPUs (pip install '.[ray]'). Same bytes.")]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster address for --executor ray: auto, ray://head:10001 … (default: start a local Ray).")]
 NumShardsOpt = Annotated[int | None, typer.Option("--num-shards", min=1, help="How many parts the dataset is split into (with --shard-index).")]
 
 
@@ -73,7 +80,9 @@ def _fail(message: str) -> typer.Exit:
 
 def _build(out_dir: Path, plan: PlanConfig, distort: str, config: Path | None, shard_config: ShardConfig,
            workers: int, overwrite: bool, command: str, lexicon: Path | None, catalogue: Path | None,
-           part: Part | None) -> None:
+           part: Part | None, executor: ExecutorOpt, address: str | None) -> None:
+    if address and executor is not ExecutorOpt.ray:
+        raise _fail("--address is for --executor ray")
     # A spinner while the plan is made and checked; the bar appears with the first rendered rows, so
     # input errors print as one line with nothing before it.
     status = out.status("planning: reading the lexicon, the catalogue and each style's coverage")
@@ -94,7 +103,7 @@ def _build(out_dir: Path, plan: PlanConfig, distort: str, config: Path | None, s
         result = build_dataset(
             out_dir, plan, render_config, shard_config=shard_config, lexicon_path=lexicon,
             catalogue_path=catalogue, workers=workers, overwrite=overwrite, command=command, progress=advance,
-            part=part,
+            part=part, executor=executor.value, address=address,
         )
     except _ERRORS as exc:
         raise _fail(str(exc).splitlines()[0])
@@ -124,6 +133,8 @@ def render(
     catalogue: CatalogueOpt = None,
     shard_index: ShardIndexOpt = None,
     num_shards: NumShardsOpt = None,
+    executor: ExecutorOptT = ExecutorOpt.local,
+    address: AddressOpt = None,
 ) -> None:
     """Render lexicon entries in handwriting styles into Parquet shards keyed by semantic ID.
 
@@ -141,7 +152,8 @@ def render(
     except PlanError as exc:
         raise _fail(str(exc))
     # The command as recorded in the manifest: every option that changes the bytes, none that does not
-    # (--workers, --out, --overwrite), so 1 and N workers write the same manifest.
+    # (--workers, --out, --overwrite, --executor, --address, the part), so 1 and N workers, a process pool
+    # and a Ray cluster, one build and merged parts write the same manifest.
     parts = ["synth", "render", "--lang", lang.value, "--fonts", fonts.value, f"--{mode.replace('_', '-')}", str(samples)]
     parts += ["--ids", ids] if ids else []
     parts += ["--seed", str(seed), "--distort", distort.value, "--rows-per-shard", str(rows_per_shard),
@@ -151,7 +163,7 @@ def render(
     for option, path in (("--config", config), ("--lexicon", lexicon), ("--catalogue", catalogue)):
         parts += [option, path.name] if path else []
     _build(out_dir, plan, distort.value, config, ShardConfig(row_group_size=row_group_size), workers, overwrite,
-           shlex.join(parts), lexicon, catalogue, part)
+           shlex.join(parts), lexicon, catalogue, part, executor, address)
 
 
 @app.command()
@@ -164,6 +176,8 @@ def corpus(
     catalogue: CatalogueOpt = None,
     shard_index: ShardIndexOpt = None,
     num_shards: NumShardsOpt = None,
+    executor: ExecutorOptT = ExecutorOpt.local,
+    address: AddressOpt = None,
 ) -> None:
     """Build a named corpus (synth/configs/corpus/NAME.yaml), e.g. the 262,800-image `pretrain` set.
 
@@ -175,7 +189,7 @@ def corpus(
     except PlanError as exc:
         raise _fail(str(exc))
     _build(out_dir, preset.plan, preset.distort, None, ShardConfig(), workers, overwrite,
-           f"synth corpus {shlex.quote(name)}", lexicon, catalogue, part)
+           f"synth corpus {shlex.quote(name)}", lexicon, catalogue, part, executor, address)
 
 
 @app.command()

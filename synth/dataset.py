@@ -54,6 +54,7 @@ REPORT_EVERY = 100  # rows between progress reports from a worker: smooth bar, n
 Progress = Callable[[int, int], None]  # (rows just rendered, rows this run renders); first call (0, total)
 
 
+EXECUTORS = ("local", "ray")
 PART_COMPLETE = "part-complete"  # a part's manifest status once all of its shards are written
 
 
@@ -122,9 +123,13 @@ def build_dataset(
     renderer_cls: type | None = None,
     progress: Progress | None = None,
     part: Part | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> BuildResult:
     """Render the dataset `plan_config` describes into `out` (resuming it if it is the same dataset), or
     only `part` of it: every part's folder records the whole plan, its own shards, and the part.
+    `executor` "local" renders in a process pool of `workers`; "ray" on a Ray cluster (`address`, or a local
+    one with `workers` CPUs): the same bytes either way.
 
     Raises PlanError, LexiconError, CatalogueError or FetchError for bad input and DatasetError for an
     output that cannot be claimed or a render that failed; in every input case before writing anything.
@@ -144,6 +149,12 @@ def build_dataset(
         "renderer": f"{renderer_cls.__module__}.{renderer_cls.__qualname__}",
     })
     renderer_cls(render_config)  # cheap by contract; a bad config fails here, not in a worker
+    if executor not in EXECUTORS:
+        raise DatasetError(f"unknown executor {executor!r}; expected one of {', '.join(EXECUTORS)}")
+    if executor == "ray":
+        from synth.ray_executor import require_ray
+
+        require_ray()
 
     planned = make_manifest(plan, shards, config, command, lexicon, catalogue)
     if part is not None:
@@ -181,8 +192,16 @@ def build_dataset(
         write_json(out / MANIFEST, manifest(done))
 
     render_started = time.perf_counter()
-    _render(jobs, out, renderer_cls, render_config, shard_config, workers, landed,
-            (lambda n: progress(n, to_render)) if progress else (lambda n: None))
+    report = (lambda n: progress(n, to_render)) if progress else (lambda n: None)
+    if executor == "ray" and jobs:
+        from synth.ray_executor import render_with_ray
+
+        try:
+            render_with_ray(jobs, out, renderer_cls, render_config, shard_config, workers, address, landed, report)
+        finally:
+            sweep_temp(out)
+    else:
+        _render(jobs, out, renderer_cls, render_config, shard_config, workers, landed, report)
     render_seconds = time.perf_counter() - render_started
 
     final = manifest(done)
