@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from tests.train_fixtures import LEXICON, make_tiny_bert, tiny_config, write_lexicon, write_shards
-from train.distributed import Dist, GlobalBatchNorm2d, init_distributed, sync_batchnorm
+from train.distributed import Dist, GlobalBatchNorm2d, init_distributed
 from train.losses import RetrievalLoss
 from train.model import DualEncoder
 from train.trainer import TrainingError, _train_stage, train_stage
@@ -59,10 +59,7 @@ def _rank(rank: int, world: int, port: int, bert: Path, out: Path) -> None:
     ddp = init_distributed("cpu")
     try:
         model = _model(bert)
-        sync_batchnorm(model.image, ddp.device)
-        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-            model, sorted(model.frozen_text_keys()))
-        net = torch.nn.parallel.DistributedDataParallel(model)
+        net = ddp.wrap(model, model.frozen_text_keys())  # as the trainer does
         images, texts, sids = _batch()
         mine = ddp.local_rows(list(range(GLOBAL_BATCH)))
         outputs = ddp.gather_rows(net(images[mine], [texts[i] for i in mine], sids[mine]))

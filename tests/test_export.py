@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from synth.lexicon import load_lexicon
 from tests.train_fixtures import LEXICON, make_tiny_bert, tiny_config, write_lexicon, write_shards
 from train.cli import app
-from train.evaluate import embed_images, embed_texts, load_model
+from train.evaluate import embed_texts, load_model
 from train.export import sample_images
 from train.trainer import train_stage
 
@@ -31,7 +31,8 @@ def exported(tmp_path_factory):
     data = write_shards(root / "shards", per_id=2)
     train_stage(tiny_config(bert, **{"optim.max_steps": 3}), [data], root / "run", load_lexicon(lexicon_path))
     result = runner.invoke(app, ["export", "--ckpt", str(root / "run"), "--out", str(root / "edge"), "--int8",
-                                 "--calibration", str(data), "--calibration-images", "32", "--lexicon", str(lexicon_path)])
+                                 "--calibration", str(data), "--calibration-images", "32", "--calibration-method", "percentile",
+                                 "--lexicon", str(lexicon_path)])
     assert result.exit_code == 0, result.output
     return root, lexicon_path, data
 
@@ -43,6 +44,7 @@ def test_onnx_matches_pytorch_and_int8_stays_close(exported):
     manifest = json.loads((root / "edge" / "manifest.json").read_text())
     assert set(manifest["files"]) == {"image_tower.onnx", "image_tower.int8.onnx", "gallery.npy", "gallery.tsv"}
     assert manifest["parity"]["min_cosine"] >= 0.999 and manifest["int8"]["calibration_images"] == 32
+    assert manifest["int8"]["calibration"] == "percentile"
     model, _, _ = load_model(root / "run")
     images = sample_images([data], 48, 32, 128, seed=5)
     with torch.no_grad():
@@ -98,6 +100,10 @@ def test_export_refusals(exported, tmp_path):
     assert result.exit_code == 1 and "already exists" in result.output
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "e"), "--int8"])
     assert result.exit_code == 1 and "int8 needs calibration images" in result.output
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "e"), "--int8", "--calibration", str(data),
+                                 "--calibration-method", "median"])
+    assert result.exit_code == 1 and "unknown --calibration-method 'median'" in result.output
+    assert not (tmp_path / "e").exists()
     (root / "edge-broken").mkdir()
     for name in ("manifest.json", "image_tower.onnx", "gallery.npy", "gallery.tsv"):
         (root / "edge-broken" / name).write_bytes((root / "edge" / name).read_bytes())

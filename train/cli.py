@@ -371,6 +371,7 @@ def export_cmd(
     int8: Annotated[bool, typer.Option("--int8", help="Also a static int8 (QDQ) graph, calibrated on --calibration images.")] = False,
     calibration: Annotated[list[Path] | None, typer.Option("--calibration", help="Shards to draw calibration (and parity-check) images from; repeatable.")] = None,
     calibration_images: Annotated[int, typer.Option("--calibration-images", min=16, help="Images for int8 calibration.")] = 512,
+    calibration_method: Annotated[str, typer.Option("--calibration-method", help="int8 activation ranges: minmax (the extremes) or percentile (0.001st–99.999th).")] = "minmax",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the calibration draw.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export at --out.")] = False,
     text_encoder: TextEncoderOpt = None,
@@ -386,7 +387,8 @@ def export_cmd(
         model, _, run = load_model(ckpt, text_encoder, "cpu")
         with err.status("export") as status:
             manifest = export_run(model, run, out_dir, lex, int8=int8, calibration=list(calibration or []),
-                                  calibration_images=calibration_images, seed=seed, overwrite=overwrite,
+                                  calibration_images=calibration_images, calibration_method=calibration_method,
+                                  seed=seed, overwrite=overwrite,
                                   progress=lambda msg: status.update(msg))
     except (*_errors(), ExportError, ValueError) as exc:
         raise _fail(str(exc).splitlines()[0])

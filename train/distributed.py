@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -88,6 +89,17 @@ class Dist:
                 dist.all_gather(parts, t.contiguous())
             gathered[key] = torch.cat(parts)
         return gathered
+
+    def wrap(self, model: nn.Module, frozen: Iterable[str] = ()) -> nn.Module:
+        """`model` itself in one process; else its BatchNorm layers synchronised and the model wrapped in
+        DistributedDataParallel. `frozen` names parameters identical on every rank that DDP need not
+        broadcast (the text encoder's frozen ~470 MB)."""
+        if not self.active:
+            return model
+        sync_batchnorm(model, self.device)
+        DDP = nn.parallel.DistributedDataParallel
+        DDP._set_params_and_buffers_to_ignore_for_model(model, sorted(frozen))
+        return DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():

@@ -81,8 +81,16 @@ def sample_images(roots: Sequence[Path], n: int, height: int, width: int, seed: 
     return np.stack(images)[:, None].astype(np.float32)
 
 
-def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, batch: int = 32, **options) -> dict:
-    """Static QDQ int8 (per-channel weights, MinMax activation ranges over `calibration`), after
+# onnxruntime's "entropy" calibration is not offered: quantize_static builds it with 128 histogram bins and
+# 128 quantized bins, so its threshold search has nothing to choose from, and it wrote a model byte-identical
+# to MinMax's on our tower (onnxruntime 1.32).
+CALIBRATION_METHODS = ("minmax", "percentile")
+
+
+def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, batch: int = 32, method: str = "minmax",
+                  **options) -> dict:
+    """Static QDQ int8 (per-channel weights, activation ranges over `calibration` by `method`: the extremes
+    (minmax) or the 0.001st–99.999th percentiles (percentile)), after
     onnxruntime's pre-processing (shape inference and graph optimisation, so Conv+BN+activation fuse).
     `options` override `quantize_static`'s arguments (the benchmark's variants)."""
     from onnxruntime.quantization import (
@@ -101,15 +109,18 @@ def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, batch: int = 
         def get_next(self):
             return next(self.batches, None)
 
+    if method not in CALIBRATION_METHODS:
+        raise ExportError(f"unknown calibration method {method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
+    calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}[method]
     prepared = int8.with_name(int8.name + ".pre.onnx")
     try:
         quant_pre_process(str(fp32), str(prepared))
         settings = {"quant_format": QuantFormat.QDQ, "per_channel": True, "activation_type": QuantType.QUInt8,
-                    "weight_type": QuantType.QInt8, "calibrate_method": CalibrationMethod.MinMax, **options}
+                    "weight_type": QuantType.QInt8, "calibrate_method": calibrate, **options}
         quantize_static(str(prepared), str(int8), Reader(), **settings)
     finally:
         prepared.unlink(missing_ok=True)
-    return {"format": "QDQ", "weights": "int8 per channel", "activations": "uint8 per tensor", "calibration": "MinMax",
+    return {"format": "QDQ", "weights": "int8 per channel", "activations": "uint8 per tensor", "calibration": method,
             "calibration_images": len(calibration)}
 
 
@@ -118,8 +129,8 @@ def onnx_embed(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
 
 
 def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, int8: bool = False,
-               calibration: Sequence[Path] = (), calibration_images: int = 512, seed: int = 0,
-               overwrite: bool = False, progress: Callable[[str], None] | None = None) -> dict:
+               calibration: Sequence[Path] = (), calibration_images: int = 512, calibration_method: str = "minmax",
+               seed: int = 0, overwrite: bool = False, progress: Callable[[str], None] | None = None) -> dict:
     """Write the export folder `out` (see the module docstring) and return its manifest."""
     say = progress or (lambda _msg: None)
     out = Path(out)
@@ -128,6 +139,9 @@ def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, in
         raise ExportError(refusal)
     if int8 and not calibration:
         raise ExportError("int8 needs calibration images: pass --calibration SHARDS (a few hundred training images)")
+    if calibration_method not in CALIBRATION_METHODS:
+        raise ExportError(f"unknown --calibration-method {calibration_method!r}; expected one of "
+                          f"{', '.join(CALIBRATION_METHODS)}")
     model = model.cpu().eval()
     c = model.config.image
     with atomic_folder(out, overwrite) as tmp:
@@ -150,7 +164,7 @@ def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, in
         if int8:
             say("calibrating and quantising to int8")
             images = sample_images(calibration, calibration_images, c.image_height, c.image_width, seed)
-            quant = quantize_int8(tmp / FP32, tmp / INT8, images)
+            quant = quantize_int8(tmp / FP32, tmp / INT8, images, method=calibration_method)
             quant["data"] = [str(Path(p).resolve()) for p in calibration]
             quant["seed"] = seed
         manifest = {

@@ -43,7 +43,7 @@ from train.checkpoint import (
 )
 from train.config import RunConfig, config_from_dict
 from train.data import BatchDataset, EpochBatches, ShardSet, batch_loader, find_shards
-from train.distributed import Dist, init_distributed, sync_batchnorm
+from train.distributed import Dist, init_distributed
 from train.losses import RetrievalLoss
 from train.model import DualEncoder, resolve_text_encoder
 from train.sampler import CoOccurrenceSampler, SamplerConfig
@@ -260,14 +260,8 @@ def _train_stage(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Le
     model = DualEncoder(config.model, encoder)
     if init is not None:
         _load_init(model, Path(init), config)
-    if ddp.active:
-        sync_batchnorm(model.image, dev)
     model.to(dev)
-    net = model
-    if ddp.active:  # the frozen encoder is identical on every rank: DDP need not broadcast its ~470 MB
-        DDP = torch.nn.parallel.DistributedDataParallel
-        DDP._set_params_and_buffers_to_ignore_for_model(model, sorted(model.frozen_text_keys()))
-        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    net = ddp.wrap(model, model.frozen_text_keys())  # DDP under torchrun, else the model itself
     optimizer = torch.optim.AdamW(param_groups(model, config.optim.weight_decay), lr=config.optim.lr,
                                   betas=config.optim.betas)
     loss_fn = RetrievalLoss(config.loss.use_v2t, config.loss.use_t2v, config.loss.use_inv, config.loss.lam,
