@@ -46,6 +46,35 @@ def median_ms(call, warmup: int, calls: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def accuracy_variants(folder: Path, args, cores: int) -> dict:
+    """int8 Acc@1 (MinMax) with parts of the tower kept in fp32, re-quantising the export in `folder`."""
+    import onnx
+
+    from synth.files import sha256_file
+    from train.edge import EdgeModel, evaluate_export
+    from train.export import FP32, INT8, MANIFEST
+
+    convs = [n.name for n in onnx.load(folder / FP32).graph.node if n.op_type == "Conv"]
+    squeeze_excite = [n for n in convs if "/reduce/" in n or "/expand/" in n]
+    h, w = EdgeModel(folder).manifest["input"]["shape"][2:]
+    variants = {
+        "first conv fp32": ({"nodes_to_exclude": convs[:1]}, 512),
+        "projector fp32": ({"op_types_to_quantize": ["Conv"]}, 512),
+        "first and last conv, projector fp32": ({"op_types_to_quantize": ["Conv"], "nodes_to_exclude": [convs[0], convs[-1]]}, 512),
+        "squeeze-excite convs fp32": ({"nodes_to_exclude": squeeze_excite}, 512),
+        "2,048 calibration images": ({}, 2048),
+    }
+    out = {}
+    for name, (options, n) in variants.items():
+        quantize_int8(folder / FP32, folder / INT8, sample_images(args.calibration or args.data, n, h, w), **options)
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        manifest["files"][INT8] = sha256_file(folder / INT8)  # the re-quantised file is this benchmark's own
+        (folder / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+        report = evaluate_export(EdgeModel(folder, int8=True, threads=cores), args.data)
+        out[f"onnx-int8 (minmax, {name})"] = {lang: r["acc@1"] for lang, r in report.items()}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="a trained run (default: a random tower at 64×256)")
@@ -55,6 +84,8 @@ def main() -> None:
     parser.add_argument("--int8-variants", action="store_true", help="also time other int8 settings (batch 1, 1 thread)")
     parser.add_argument("--calibration-methods", default="minmax",
                         help="comma-separated int8 calibrations to measure Acc@1 for (minmax, percentile)")
+    parser.add_argument("--int8-accuracy-variants", action="store_true",
+                        help="also measure Acc@1 with some layers kept in fp32, and with 2,048 calibration images")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     cores = os.cpu_count() or 1
@@ -119,6 +150,8 @@ def main() -> None:
                     if name not in results["acc@1"]:
                         report = evaluate_export(EdgeModel(folder, int8=use_int8, threads=cores), args.data)
                         results["acc@1"][name] = {lang: r["acc@1"] for lang, r in report.items()}
+            if args.int8_accuracy_variants:
+                results["acc@1"].update(accuracy_variants(Path(tmp) / "export-minmax", args, cores))
 
     for name, ms in results["latency_ms"].items():
         print(f"latency, batch 1, 1 thread, {h}×{w}, {name}: {ms:.3f} ms ({ms / PAPER_LATENCY_MS:.2f}× the paper's "
