@@ -6,7 +6,7 @@ held-out set — the Acc@1 that int8 costs.
 
 - Latency: batch 1, one thread, median of 500 calls after 50 warm-up calls, at the run's input size
   (default 64×256, the paper's). The paper reports 2.89 ms on an RTX 4090.
-- Throughput: batch 256, every core (intra-op threads = cores), median of 10 batches.
+- Throughput: batch --batch (256), every core (intra-op threads = cores), median of 10 batches.
 - Without --run, the tower is randomly initialised and int8 is calibrated on random images: the speed
   is the same, the accuracy figures need a real run.
 """
@@ -86,6 +86,7 @@ def main() -> None:
                         help="comma-separated int8 calibrations to measure Acc@1 for (minmax, percentile)")
     parser.add_argument("--int8-accuracy-variants", action="store_true",
                         help="also measure Acc@1 with some layers kept in fp32, and with 2,048 calibration images")
+    parser.add_argument("--batch", type=int, default=256, help="batch size for the throughput figures")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     cores = os.cpu_count() or 1
@@ -100,7 +101,7 @@ def main() -> None:
         tower = ImageTower(ImageTowerConfig())
     tower.eval()
     h, w = tower.config.image_height, tower.config.image_width
-    results: dict = {"input": f"{h}x{w}", "cores": cores, "torch": torch.__version__}
+    results: dict = {"input": f"{h}x{w}", "cores": cores, "batch": args.batch, "torch": torch.__version__}
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export_onnx(tower, fp32)
@@ -109,18 +110,18 @@ def main() -> None:
         quantize_int8(fp32, int8, calibration)
         results["size_mb"] = {"onnx-fp32": fp32.stat().st_size / 1e6, "onnx-int8": int8.stat().st_size / 1e6}
         one = np.random.default_rng(1).random((1, 1, h, w), dtype=np.float32)
-        many = np.random.default_rng(2).random((256, 1, h, w), dtype=np.float32)
+        many = np.random.default_rng(2).random((args.batch, 1, h, w), dtype=np.float32)
 
         torch.set_num_threads(1)
         with torch.no_grad():
             x1, xn = torch.from_numpy(one), torch.from_numpy(many)
             results["latency_ms"] = {"pytorch-fp32": median_ms(lambda: tower(x1), 50, 500)}
             torch.set_num_threads(cores)
-            results["images_per_s"] = {"pytorch-fp32": 256 / median_ms(lambda: tower(xn), 2, 10) * 1000}
+            results["images_per_s"] = {"pytorch-fp32": args.batch / median_ms(lambda: tower(xn), 2, 10) * 1000}
         for name, path in (("onnx-fp32", fp32), ("onnx-int8", int8)):
             s1, sn = onnx_session(path, 1), onnx_session(path, cores)  # default level: all graph optimisations
             results["latency_ms"][name] = median_ms(lambda s=s1: s.run(None, {"images": one}), 50, 500)
-            results["images_per_s"][name] = 256 / median_ms(lambda s=sn: s.run(None, {"images": many}), 2, 10) * 1000
+            results["images_per_s"][name] = args.batch / median_ms(lambda s=sn: s.run(None, {"images": many}), 2, 10) * 1000
 
         if args.int8_variants:
             from onnxruntime.quantization import QuantFormat, QuantType
@@ -157,7 +158,7 @@ def main() -> None:
         print(f"latency, batch 1, 1 thread, {h}×{w}, {name}: {ms:.3f} ms ({ms / PAPER_LATENCY_MS:.2f}× the paper's "
               f"{PAPER_LATENCY_MS} ms on an RTX 4090)")
     for name, rate in results["images_per_s"].items():
-        print(f"throughput, batch 256, {cores} threads, {name}: {rate:,.0f} images/s")
+        print(f"throughput, batch {args.batch}, {cores} threads, {name}: {rate:,.0f} images/s")
     for name, mb in results["size_mb"].items():
         print(f"model file, {name}: {mb:.2f} MB")
     for name, ms in results.get("int8_variants_ms", {}).items():
