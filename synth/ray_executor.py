@@ -66,23 +66,19 @@ def render_with_ray(jobs: list[ShardPlan], out: Path, renderer_cls: type, render
         cpus = int(ray.cluster_resources().get("CPU", workers)) if address else workers
         actor = ray.remote(num_cpus=1)(ShardActor)
         actors = [actor.remote(renderer_cls, render_config, shard_config) for _ in range(max(1, min(cpus, len(jobs))))]
-        results = ActorPool(actors).map_unordered(lambda a, shard: a.render.remote(shard), jobs)
-        while True:
-            try:
-                record, data = next(results)
-            except StopIteration:
-                break
-            except ray.exceptions.RayError as exc:
-                raise DatasetError(f"a Ray task failed: {str(exc).strip().splitlines()[-1]}; finished shards "
-                                   "are kept — re-run the same command to resume") from None
-            final = out / record.name
-            write_atomic(final, data)
-            if sha256_file(final) != record.sha256:
-                final.unlink()
-                raise DatasetError(f"{record.name} arrived damaged from its Ray worker (sha256 differs); re-run "
-                                   "the same command")
-            landed(record)
-            report(record.rows)
+        try:
+            for record, data in ActorPool(actors).map_unordered(lambda a, shard: a.render.remote(shard), jobs):
+                final = out / record.name
+                write_atomic(final, data)
+                if sha256_file(final) != record.sha256:
+                    final.unlink()
+                    raise DatasetError(f"{record.name} arrived damaged from its Ray worker (sha256 differs); "
+                                       "re-run the same command")
+                landed(record)
+                report(record.rows)
+        except ray.exceptions.RayError as exc:
+            raise DatasetError(f"a Ray task failed: {str(exc).strip().splitlines()[-1]}; finished shards "
+                               "are kept — re-run the same command to resume") from None
     finally:
         if started_here:
             ray.shutdown()

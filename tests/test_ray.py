@@ -44,3 +44,23 @@ def test_ray_missing_is_one_clear_error(tmp_path, monkeypatch):
         build_dataset(tmp_path / "out", PlanConfig(langs=("es",), ids="0:2"), RenderConfig(), lexicon_path=w.lexicon,
                       catalogue_path=w.catalogue, executor="ray")
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_a_failed_ray_task_keeps_finished_shards_and_resumes(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from tests.dataset_fixtures import DoubleRenderer
+
+    w = make_world(tmp_path / "world", monkeypatch)
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))  # actors import tests.*
+    plan = PlanConfig(ids="0:8", mode="per_id", samples=2, rows_per_shard=6)
+    kwargs = {"lexicon_path": w.lexicon, "catalogue_path": w.catalogue, "renderer_cls": DoubleRenderer, "workers": 2}
+    out = tmp_path / "ray"
+    monkeypatch.setenv("SYNTH_TEST_FAIL_ID", "5")  # read by DoubleRenderer in the actors
+    with pytest.raises(DatasetError, match="a Ray task failed: .*cannot draw this.*re-run the same command"):
+        build_dataset(out, plan, RenderConfig(), executor="ray", **kwargs)
+    monkeypatch.delenv("SYNTH_TEST_FAIL_ID")
+    resumed = build_dataset(out, plan, RenderConfig(), executor="ray", **kwargs)
+    assert 0 < resumed.reused_shards < resumed.shards  # the shards that landed before the failure were kept
+    build_dataset(tmp_path / "pool", plan, RenderConfig(), **kwargs)
+    assert files(out) == files(tmp_path / "pool")
