@@ -43,6 +43,9 @@ def is_main_process() -> bool:
 
 @dataclass(frozen=True)
 class Dist:
+    """This process's place in the group (rank 0 of 1 when not launched by torchrun) and its collectives,
+    each a no-op in one process."""
+
     rank: int = 0
     world: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
