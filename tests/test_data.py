@@ -107,6 +107,18 @@ def test_batches_are_the_same_with_or_without_workers(tiny):
     assert [b["rows"].tolist() for b in inline] == batches[2:]
 
 
+def test_ranks_together_load_the_one_process_batch(tiny):
+    """Under DDP each rank loads and augments its slice; together they are the single process's batch."""
+    _, lexicon, shards = tiny
+    dataset = BatchDataset(ShardSet.load([shards], lexicon), 32, 128, augment=True, seed=3)
+    batches = [list(range(i, i + 8)) for i in range(0, 48, 8)]
+    whole = list(batch_loader(dataset, EpochBatches(batches, epoch=1), 0))
+    parts = [list(batch_loader(dataset, EpochBatches(batches, epoch=1, rank=r, world=4), 0)) for r in range(4)]
+    for i, batch in enumerate(whole):
+        assert torch.equal(torch.cat([p[i]["rows"] for p in parts]), batch["rows"])
+        assert torch.equal(torch.cat([p[i]["images"] for p in parts]), batch["images"])
+
+
 def test_stream_splits_shards_across_workers_without_duplicates(tiny):
     shards = tiny[2]
     stream = ShardStream(find_shards(shards), 32, 128, batch_size=5)

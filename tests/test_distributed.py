@@ -61,7 +61,7 @@ def _rank(rank: int, world: int, port: int, bert: Path, out: Path) -> None:
         model = _model(bert)
         net = ddp.wrap(model, model.frozen_text_keys())  # as the trainer does
         images, texts, sids = _batch()
-        mine = ddp.local_rows(list(range(GLOBAL_BATCH)))
+        mine = list(range(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world))
         outputs = ddp.gather_rows(net(images[mine], [texts[i] for i in mine], sids[mine]))
         loss, grads = _loss_and_grads(model, outputs)
         running = {n: b.clone() for n, b in model.image.named_buffers() if "running" in n}

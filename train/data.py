@@ -176,24 +176,30 @@ class ShardSet:
         return self.buffer[self.offsets[row]: self.offsets[row + 1]]
 
 
+def augment_params(rng: np.random.Generator) -> tuple[float, ...]:
+    """Six draws, always six: scale, rotation (degrees), shear, x and y shift (fractions), ink contrast."""
+    return (rng.uniform(0.9, 1.05), rng.uniform(-2.0, 2.0), rng.uniform(-0.15, 0.15), rng.uniform(-0.04, 0.04),
+            rng.uniform(-0.04, 0.04), rng.uniform(0.7, 1.1))
+
+
 def augment(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Light jitter for training: one affine (scale 0.9–1.05, rotation ±2°, shear ±0.15, shift ±4 % of the
     height and width) and an ink-contrast factor in 0.7–1.1. Cheap (one warpAffine on a small image)."""
     h, w = ink.shape
-    scale = rng.uniform(0.9, 1.05)
-    angle = math.radians(rng.uniform(-2.0, 2.0))
-    shear = rng.uniform(-0.15, 0.15)
-    tx, ty = rng.uniform(-0.04, 0.04) * w, rng.uniform(-0.04, 0.04) * h
+    scale, degrees, shear, fx, fy, contrast = augment_params(rng)
+    angle = math.radians(degrees)
+    tx, ty = fx * w, fy * h
     cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
     a = np.array([[cos, -sin + shear * scale, 0.0], [sin, cos, 0.0]], np.float32)
     centre = np.array([w / 2, h / 2], np.float32)
     a[:, 2] = centre - a[:, :2] @ centre + (tx, ty)
     out = cv2.warpAffine(ink, a, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    return np.clip(out * rng.uniform(0.7, 1.1), 0.0, 1.0)
+    return np.clip(out * contrast, 0.0, 1.0)
 
 
 class BatchDataset(Dataset):
-    """Map-style dataset indexed by (epoch, batch index, rows): returns the batch's images and row numbers."""
+    """Map-style dataset indexed by (epoch, batch index, rows, skip): returns the images and row numbers of
+    `rows`, the part of a global batch that starts `skip` rows in (0 in one process)."""
 
     def __init__(self, shards: ShardSet, height: int, width: int, augment: bool, seed: int) -> None:
         self.shards, self.height, self.width, self.augment, self.seed = shards, height, width, augment, seed
@@ -201,28 +207,33 @@ class BatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.shards)
 
-    def __getitem__(self, item: tuple[int, int, list[int]]) -> dict[str, torch.Tensor]:
-        epoch, _, rows = item
+    def __getitem__(self, item: tuple[int, int, list[int], int]) -> dict[str, torch.Tensor]:
+        epoch, index, rows, skip = item
         images = np.empty((len(rows), 1, self.height, self.width), np.float32)
+        rng = np.random.default_rng([self.seed, epoch, index])  # one per global batch: batches are fixed by (seed, epoch)
+        for _ in range(skip if self.augment else 0):
+            augment_params(rng)  # the draws of the rows before ours (other ranks'): every rank sees one stream
         for i, row in enumerate(rows):
             ink = decode(self.shards.png(row), self.height, self.width)
-            # one generator per (seed, epoch, row): the same jitter however a batch is split over processes
-            images[i, 0] = augment(ink, np.random.default_rng([self.seed, epoch, row])) if self.augment else ink
+            images[i, 0] = augment(ink, rng) if self.augment else ink
         return {"images": torch.from_numpy(images), "rows": torch.as_tensor(rows, dtype=torch.int64)}
 
 
 class EpochBatches(torch.utils.data.Sampler):
-    """Yields (epoch, batch index, rows) for the batches of one epoch from `start` on (a resumed epoch skips the done ones)."""
+    """Yields (epoch, batch index, rows, skip) for the global batches of one epoch from `start` on (a resumed
+    epoch skips the done ones). Of each batch, process `rank` of `world` gets the `rank`-th of `world` equal
+    contiguous slices, which starts `skip` rows in."""
 
-    def __init__(self, batches: list[list[int]], epoch: int, start: int = 0) -> None:
-        self.batches, self.epoch, self.start = batches, epoch, start
+    def __init__(self, batches: list[list[int]], epoch: int, start: int = 0, rank: int = 0, world: int = 1) -> None:
+        self.batches, self.epoch, self.start, self.rank, self.world = batches, epoch, start, rank, world
 
     def __len__(self) -> int:
         return len(self.batches) - self.start
 
     def __iter__(self) -> Iterator[tuple[int, int, list[int]]]:
         for index in range(self.start, len(self.batches)):
-            yield self.epoch, index, self.batches[index]
+            n = len(self.batches[index]) // self.world
+            yield self.epoch, index, self.batches[index][self.rank * n:(self.rank + 1) * n], self.rank * n
 
 
 def batch_loader(dataset: BatchDataset, batches: EpochBatches, workers: int) -> torch.utils.data.DataLoader:

@@ -3,7 +3,8 @@
 torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; without them everything here is a no-op and training runs
 in one process as before. With them:
 
-- each rank takes an equal contiguous slice of every global batch the co-occurrence sampler draws;
+- each rank takes an equal contiguous slice of every global batch the co-occurrence sampler draws
+  (`train.data.EpochBatches`), and augments it with its part of the batch's one random stream;
 - the image and text embeddings (and the rows' labels) are gathered from all ranks in batch order, with
   their gradients routed back (`torch.distributed.nn.functional.all_gather`), so InfoNCE and L_INV see
   the whole global batch, as in one process;
@@ -58,11 +59,6 @@ class Dist:
     @property
     def active(self) -> bool:
         return self.world > 1
-
-    def local_rows(self, rows: list[int]) -> list[int]:
-        """This rank's contiguous slice of a global batch (the batch size divides by the world size)."""
-        n = len(rows) // self.world
-        return rows[self.rank * n:(self.rank + 1) * n]
 
     def barrier(self) -> None:
         if self.active:

@@ -5,7 +5,7 @@ weights start (random, or `init` = a previous run). Every step:
 
     lr(step) → forward (bf16 autocast on CUDA) → RetrievalLoss → backward → finite check → clip → AdamW → clamp τ
 
-Determinism: the batch order depends only on (seed, epoch), augmentation on (seed, epoch, row), dropout on
+Determinism: the batch order depends only on (seed, epoch), augmentation on (seed, epoch, batch), dropout on
 the torch RNG saved in each checkpoint, and the learning rate is a pure function of the step. So a run
 stopped after any checkpoint and resumed reaches the same weights as one that never stopped (on CPU,
 bit-for-bit; tested).
@@ -299,8 +299,9 @@ def _train_stage(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Le
 
         while state.step < total:
             sampler.set_epoch(state.epoch)
-            batches = [ddp.local_rows(b) for b in sampler]
-            loader = batch_loader(dataset, EpochBatches(batches, state.epoch, state.batch), config.data.workers)
+            batches = list(sampler)
+            loader = batch_loader(dataset, EpochBatches(batches, state.epoch, state.batch, ddp.rank, ddp.world),
+                                  config.data.workers)
             epoch_losses = []
             tick = time.perf_counter()
             for batch in loader:
@@ -361,8 +362,9 @@ def _train_stage(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Le
     if finished:
         if config.precise_bn_batches:  # the first batches of the epoch that would come next
             sampler.set_epoch(state.epoch)
-            batches = [ddp.local_rows(b) for b in list(sampler)[: config.precise_bn_batches]]
-            loader = batch_loader(dataset, EpochBatches(batches, state.epoch), config.data.workers)
+            batches = list(sampler)[: config.precise_bn_batches]
+            loader = batch_loader(dataset, EpochBatches(batches, state.epoch, 0, ddp.rank, ddp.world),
+                                  config.data.workers)
             recalibrate_bn(model.image, (b["images"].to(dev) for b in loader))
         if main:
             save_final(out, model.saved_state(), {"steps": state.step, "epochs": state.epoch, "loss": state.loss,
