@@ -218,6 +218,11 @@ def build_dataset(
     )
 
 
+def _record(entry: dict) -> ShardRecord:
+    """A manifest's shard entry as the record its build wrote."""
+    return ShardRecord(entry["name"], entry["rows"], entry["sha256"], entry["semantic_id_min"], entry["semantic_id_max"])
+
+
 def _claim_output(out: Path, planned: dict, overwrite: bool) -> dict[str, ShardRecord]:
     """Check that `out` may receive this dataset; return shard records of a run to resume."""
     if out.exists() and not out.is_dir():
@@ -238,10 +243,7 @@ def _claim_output(out: Path, planned: dict, overwrite: bool) -> dict[str, ShardR
         raise DatasetError(f"output {out} holds {name(existing.get('part'))} of this dataset, and this command "
                            f"builds {name(planned.get('part'))}; give each part its own folder")
     if same:
-        return {
-            e["name"]: ShardRecord(e["name"], e["rows"], e["sha256"], e["semantic_id_min"], e["semantic_id_max"])
-            for e in existing.get("shards", []) if e.get("sha256")
-        }
+        return {e["name"]: _record(e) for e in existing.get("shards", []) if e.get("sha256")}
     if not overwrite:
         changed = config_differences(existing.get("config", {}), planned["config"])
         what = f"config differs in {', '.join(changed[:4])}" if changed else "lexicon, catalogue or synth version differs"
@@ -295,15 +297,13 @@ def merge_parts(parts: list[Path], out: Path, *, lexicon_path: Path | None = Non
                 if not path.is_file() or sha256_file(path) != e["sha256"]:
                     raise DatasetError(f"{path} is missing or differs from its recorded sha256; run the part's "
                                        "command again to repair it")
-                records[e["name"]] = (path, ShardRecord(e["name"], e["rows"], e["sha256"], e["semantic_id_min"],
-                                                        e["semantic_id_max"]))
+                records[e["name"]] = (path, _record(e))
     lexicon, catalogue = load_lexicon(lexicon_path), load_catalogue(catalogue_path)
     for what, ours, option in (("lexicon", lexicon.sha256, "--lexicon"), ("catalogue", catalogue.sha256, "--catalogue")):
         if first[what]["sha256"] != ours:
             raise DatasetError(f"the parts were rendered with another {what} ({first[what]['file']}, sha256 "
                                f"{first[what]['sha256'][:12]}…); pass it with {option}")
-    plan: Plan = plan_tasks(PlanConfig(**{**first["config"]["plan"], "langs": tuple(first["config"]["plan"]["langs"])}),
-                            lexicon, catalogue)
+    plan: Plan = plan_tasks(PlanConfig(**first["config"]["plan"]), lexicon, catalogue)
     whole = {k: v for k, v in first.items() if k != "part"}
     final = with_records(whole, {name: record for name, (_, record) in records.items()})
     refusal = replace_refusal(out, overwrite, lambda o: read_manifest(o) is not None, "a synth dataset", "synth")
@@ -312,12 +312,13 @@ def merge_parts(parts: list[Path], out: Path, *, lexicon_path: Path | None = Non
     with atomic_folder(out, overwrite) as tmp:
         (tmp / DATA).mkdir()
         for name, (source, _) in records.items():
-            try:
-                if not link:
-                    raise OSError
-                os.link(source, tmp / name)
-            except OSError:  # copying, or another filesystem, or no hard links there
-                shutil.copy2(source, tmp / name)
+            if link:
+                try:
+                    os.link(source, tmp / name)
+                    continue
+                except OSError:  # another filesystem, or no hard links there: copy
+                    pass
+            shutil.copy2(source, tmp / name)
         write_json(tmp / SIZES, sizes(final))
         write_atomic(tmp / CARD, dataset_card(final, plan, lexicon, catalogue))
         write_json(tmp / MANIFEST, final)

@@ -37,6 +37,22 @@ class World:
     cache: Path
 
 
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under `root` by relative path: two folders are byte-identical iff these are equal."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def double_world(root: Path, monkeypatch) -> tuple[World, Path]:
+    """`make_world` with DoubleRenderer as the default renderer, and a 24×64 render config file."""
+    import synth.dataset
+
+    world = make_world(root, monkeypatch)
+    monkeypatch.setattr(synth.dataset, "default_renderer", lambda: DoubleRenderer)
+    small = world.root / "small.yaml"
+    small.write_text("height: 24\nwidth: 64\n")
+    return world, small
+
+
 def make_world(root: Path, monkeypatch) -> World:
     """Write the lexicon and catalogue under `root` and install every style into `root/cache`."""
     pkg = root / "pkg"

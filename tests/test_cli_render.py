@@ -9,7 +9,7 @@ import synth.corpus
 import synth.dataset
 from synth.cli_render import app
 from tests.conftest import write_catalogue
-from tests.dataset_fixtures import DoubleRenderer, make_world
+from tests.dataset_fixtures import double_world
 
 runner = CliRunner()
 
@@ -17,10 +17,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
-        w = make_world(tmp_path_factory.mktemp("cli"), mp)
-        mp.setattr(synth.dataset, "default_renderer", lambda: DoubleRenderer)
-        small = w.root / "small.yaml"
-        small.write_text("height: 24\nwidth: 64\n")
+        w, small = double_world(tmp_path_factory.mktemp("cli"), mp)
         yield w, ["--lexicon", str(w.lexicon), "--catalogue", str(w.catalogue), "--workers", "1"], small
 
 

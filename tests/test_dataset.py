@@ -22,7 +22,7 @@ from synth.render_config import load_render_config
 from synth.schema import SCHEMA, WIDTH
 from synth.verify import verify_dataset
 from tests.conftest import write_catalogue
-from tests.dataset_fixtures import DoubleRenderer, make_world, small_config
+from tests.dataset_fixtures import DoubleRenderer, make_world, small_config, tree_bytes
 
 # Both splits, 4 samples per (ID, language) spread over all styles: 96 rows in 12-row shards.
 CONFIG = PlanConfig(fonts="all", mode="per_id", samples=4, seed=7, rows_per_shard=12)
@@ -40,10 +40,6 @@ def build(world, out: Path, config: PlanConfig = CONFIG, **kwargs):
                          command="synth render (test)", **kwargs)
 
 
-def files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def reference(world):
     """The dataset built in one go by one process: every other run must end with exactly these bytes."""
@@ -58,7 +54,7 @@ def test_reference_is_complete_and_verifies(reference):
     assert manifest["status"] == "complete" and manifest["command"] == "synth render (test)"
     assert manifest["config"]["plan"]["seed"] == 7 and manifest["config"]["renderer"] == "tests.dataset_fixtures.DoubleRenderer"
     assert all(e["sha256"] == sha256_file(reference / e["name"]) for e in manifest["shards"])
-    assert {"manifest.json", "sizes.json", "README.md"} <= set(files(reference))
+    assert {"manifest.json", "sizes.json", "README.md"} <= set(tree_bytes(reference))
     card = (reference / "README.md").read_text()
     assert "| `semantic_id` | `int32` |" in card and "latin-held" in card and "Arphic-1999" in card
     assert verify_dataset(reference).ok
@@ -67,7 +63,7 @@ def test_reference_is_complete_and_verifies(reference):
 def test_one_and_two_workers_write_identical_bytes(world, reference, tmp_path):
     seen = []
     result = build(world, tmp_path / "two", workers=2, progress=lambda n, total: seen.append((n, total)))
-    assert files(tmp_path / "two") == files(reference)
+    assert tree_bytes(tmp_path / "two") == tree_bytes(reference)
     assert seen[0] == (0, 96) and sum(n for n, _ in seen) == 96 and result.rendered_rows == 96
 
 
@@ -82,7 +78,7 @@ def test_killed_worker_then_rerun_ends_byte_identical(world, reference, tmp_path
     assert all(not p.name.startswith(".") for p in (out / "data").iterdir())  # no temporaries left
     assert not (out / "sizes.json").exists()
     build(world, out, workers=2)  # the marker is there: this time nobody crashes
-    assert files(out) == files(reference)
+    assert tree_bytes(out) == tree_bytes(reference)
 
 
 def test_failed_render_keeps_finished_shards_and_resume_skips_them(world, reference, tmp_path, monkeypatch):
@@ -95,7 +91,7 @@ def test_failed_render_keeps_finished_shards_and_resume_skips_them(world, refere
     monkeypatch.delenv("SYNTH_TEST_FAIL_ID")
     result = build(world, out, workers=1)
     assert result.reused_shards == len(written) and result.rendered_rows < 96
-    assert files(out) == files(reference)
+    assert tree_bytes(out) == tree_bytes(reference)
 
 
 def test_rerun_of_complete_dataset_renders_nothing_and_repairs_a_corrupt_shard(world, reference, tmp_path):
@@ -106,7 +102,7 @@ def test_rerun_of_complete_dataset_renders_nothing_and_repairs_a_corrupt_shard(w
     victim.write_bytes(victim.read_bytes()[:-10])
     result = build(world, out)
     assert result.reused_shards == 8 and result.rendered_rows == 12
-    assert files(out) == files(reference)
+    assert tree_bytes(out) == tree_bytes(reference)
 
 
 def test_different_config_refuses_and_overwrite_rules(world, reference, tmp_path):
@@ -115,7 +111,7 @@ def test_different_config_refuses_and_overwrite_rules(world, reference, tmp_path
     other = dataclasses.replace(CONFIG, seed=8)
     with pytest.raises(DatasetError, match=r"holds a different dataset \(config differs in plan.seed\); pass --overwrite"):
         build(world, out, other)
-    assert files(out) == files(reference)
+    assert tree_bytes(out) == tree_bytes(reference)
     (out / "notes.txt").write_text("mine")
     with pytest.raises(DatasetError, match=r"holds files that are not part of a synth dataset \(notes.txt\)"):
         build(world, out, other, overwrite=True)
@@ -222,7 +218,7 @@ def test_real_renderer_end_to_end(tmp_path, monkeypatch):
     assert result.rows == 48 and verify_dataset(out).ok
     # The real renderer, too, writes the same bytes from two worker processes as from one.
     build_dataset(tmp_path / "two", plan, load_render_config("default"), command="synth render (real test)", workers=2)
-    assert files(tmp_path / "two") == files(out)
+    assert tree_bytes(tmp_path / "two") == tree_bytes(out)
     table = pq.read_table(out / "data/train-00000-of-00002.parquet")
     for row in table.slice(0, 8).to_pylist():
         image = cv2.imdecode(np.frombuffer(row["image"]["bytes"], np.uint8), cv2.IMREAD_UNCHANGED)

@@ -6,9 +6,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-import synth.dataset
 from synth.cli_render import app
-from tests.dataset_fixtures import DoubleRenderer, make_world
+from tests.dataset_fixtures import double_world, tree_bytes
 
 runner = CliRunner()
 
@@ -16,17 +15,10 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
-        w = make_world(tmp_path_factory.mktemp("merge"), mp)
-        mp.setattr(synth.dataset, "default_renderer", lambda: DoubleRenderer)
-        small = w.root / "small.yaml"
-        small.write_text("height: 24\nwidth: 64\n")
+        w, small = double_world(tmp_path_factory.mktemp("merge"), mp)
         args = ["render", "--lang", "all", "--per-id", "2", "--ids", "0:6", "--rows-per-shard", "5", "--config",
                 str(small), "--lexicon", str(w.lexicon), "--catalogue", str(w.catalogue), "--workers", "1"]
         yield w, args
-
-
-def files(root):
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def one_error(result, fragment):
@@ -57,13 +49,13 @@ def test_parts_merge_into_the_single_build(world, tmp_path):
                                  "--lexicon", str(w.lexicon), "--catalogue", str(w.catalogue)])
     assert result.exit_code == 0, result.output
     assert "merged 3 parts: " in result.output
-    assert files(merged) == files(whole)
+    assert tree_bytes(merged) == tree_bytes(whole)
     verified = runner.invoke(app, ["verify", str(merged)])
     assert verified.exit_code == 0, verified.output
     linked = tmp_path / "linked"
     result = runner.invoke(app, ["merge", *map(str, parts), "--out", str(linked), "--link",
                                  "--lexicon", str(w.lexicon), "--catalogue", str(w.catalogue)])
-    assert result.exit_code == 0 and files(linked) == files(whole)
+    assert result.exit_code == 0 and tree_bytes(linked) == tree_bytes(whole)
     first = min((parts[0] / "data").iterdir())
     assert (linked / "data" / first.name).stat().st_ino == first.stat().st_ino  # shared, not copied
 
@@ -94,4 +86,4 @@ def test_parts_merge_into_the_single_build(world, tmp_path):
     one_error(runner.invoke(app, ["merge", *map(str, parts), "--out", str(tmp_path / "m4"), *common]),
               "differs from its recorded sha256")
     assert not any((tmp_path / name).exists() for name in ("m1", "m2", "m3", "m4", "p"))
-    assert files(merged) == files(whole)  # the refused merge over it left it alone
+    assert tree_bytes(merged) == tree_bytes(whole)  # the refused merge over it left it alone

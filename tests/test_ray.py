@@ -10,14 +10,10 @@ from synth.dataset import build_dataset
 from synth.manifest import DatasetError
 from synth.plan import PlanConfig
 from synth.render_config import RenderConfig
-from tests.dataset_fixtures import make_world
+from tests.dataset_fixtures import make_world, tree_bytes
 
 pytest.importorskip("ray")  # the `ray` extra; `make setup` installs it with the test extra
 runner = CliRunner()
-
-
-def files(root):
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_ray_executor_writes_the_process_pool_bytes(tmp_path, monkeypatch):
@@ -31,7 +27,7 @@ def test_ray_executor_writes_the_process_pool_bytes(tmp_path, monkeypatch):
     ray = runner.invoke(app, [*args, "--out", str(tmp_path / "ray"), "--executor", "ray"])
     assert ray.exit_code == 0, ray.output
     assert len(list((tmp_path / "ray" / "data").iterdir())) >= 3  # several shards, spread over the actors
-    assert files(tmp_path / "ray") == files(tmp_path / "pool")
+    assert tree_bytes(tmp_path / "ray") == tree_bytes(tmp_path / "pool")
 
     wrong = runner.invoke(app, [*args, "--out", str(tmp_path / "x"), "--address", "auto"])
     assert wrong.exit_code == 1 and "--address is for --executor ray" in wrong.output
@@ -63,4 +59,4 @@ def test_a_failed_ray_task_keeps_finished_shards_and_resumes(tmp_path, monkeypat
     resumed = build_dataset(out, plan, RenderConfig(), executor="ray", **kwargs)
     assert 0 < resumed.reused_shards < resumed.shards  # the shards that landed before the failure were kept
     build_dataset(tmp_path / "pool", plan, RenderConfig(), **kwargs)
-    assert files(out) == files(tmp_path / "pool")
+    assert tree_bytes(out) == tree_bytes(tmp_path / "pool")

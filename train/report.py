@@ -140,11 +140,14 @@ def _run_summary(run: Path) -> dict:
     records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines()] if metrics.is_file() else []
     steps = [r for r in records if "images_per_s" in r]
     data = [Path(d["path"]).name for d in provenance.get("data", [])]
+    batch = config["batch"]["batch_size"]
+    step_seconds = sum(batch / r["images_per_s"] for r in steps)  # time inside the steps alone
     return {"stage": config["stage"], "init": provenance.get("init"), "loss": config["loss"], "data": data,
             "image": f"{config['model']['image']['image_height']}×{config['model']['image']['image_width']}",
             "batch": config["batch"]["batch_size"], "lr": config["optim"]["lr"], "epochs": info.get("epochs"),
             "steps": info.get("steps", steps[-1]["step"] if steps else None),
-            "images_per_s": float(np.median([r["images_per_s"] for r in steps])) if steps else None}
+            "images_per_s": float(np.median([r["images_per_s"] for r in steps])) if steps else None,
+            "step_seconds": step_seconds, "images_per_s_mean": len(steps) * batch / step_seconds if steps else None}
 
 
 def elsewhere_summary(run: Path, ood: Sequence[Path], in_domain: Sequence[Path]) -> dict:
@@ -152,12 +155,6 @@ def elsewhere_summary(run: Path, ood: Sequence[Path], in_domain: Sequence[Path])
     `train eval` reports in RUN/eval. Reports are matched to the sets here by folder names (the paths were
     the other machine's). Nothing is re-measured, so the run's weights need not travel."""
     summary = _run_summary(run)
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-    steps = [r for r in records if "images_per_s" in r]
-    batch = summary["batch"]
-    summary["step_seconds"] = sum(batch / r["images_per_s"] for r in steps)  # time inside the steps alone
-    summary["images_per_s_mean"] = len(steps) * batch / summary["step_seconds"] if steps else None
-    summary["torch"] = read_run_config(run).get("versions", {}).get("torch")
     found: dict[str, dict] = {}
     for report in sorted((run / "eval").glob("*.json")):
         saved = json.loads(report.read_text(encoding="utf-8"))
