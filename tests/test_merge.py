@@ -2,6 +2,7 @@
 for byte, as one build; and every way to get it wrong gives one clear line and writes nothing."""
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -81,9 +82,21 @@ def test_parts_merge_into_the_single_build(world, tmp_path):
               "need 0 ≤ --shard-index < --num-shards")
     one_error(runner.invoke(app, [*args, "--out", str(tmp_path / "p"), "--shard-index", "1"]),
               "give --shard-index and --num-shards together")
+    other = tmp_path / "other-seed"
+    assert runner.invoke(app, [*args, "--seed", "5", "--out", str(other), "--shard-index", "1", "--num-shards", "3"]).exit_code == 0
+    one_error(runner.invoke(app, ["merge", str(parts[0]), str(other), str(parts[2]), "--out", str(tmp_path / "m5"), *common]),
+              "is a part of another dataset than")
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(parts[1], unfinished)
+    manifest = json.loads((unfinished / "manifest.json").read_text())
+    (unfinished / "manifest.json").write_text(json.dumps({**manifest, "status": "incomplete"}))
+    one_error(runner.invoke(app, ["merge", str(parts[0]), str(unfinished), str(parts[2]), "--out", str(tmp_path / "m6"),
+                                  *common]), "part 1 of 3 is not finished; run its command again")
+    one_error(runner.invoke(app, ["merge", *map(str, parts), "--out", str(tmp_path / "m7"), "--catalogue",
+                                  str(w.catalogue)]), "the parts were rendered with another lexicon")
     broken = next((parts[1] / "data").iterdir())
     broken.write_bytes(broken.read_bytes()[:-1])
     one_error(runner.invoke(app, ["merge", *map(str, parts), "--out", str(tmp_path / "m4"), *common]),
               "differs from its recorded sha256")
-    assert not any((tmp_path / name).exists() for name in ("m1", "m2", "m3", "m4", "p"))
+    assert not any((tmp_path / name).exists() for name in ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "p"))
     assert tree_bytes(merged) == tree_bytes(whole)  # the refused merge over it left it alone

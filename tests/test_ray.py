@@ -40,6 +40,10 @@ def test_ray_missing_is_one_clear_error(tmp_path, monkeypatch):
         build_dataset(tmp_path / "out", PlanConfig(langs=("es",), ids="0:2"), RenderConfig(), lexicon_path=w.lexicon,
                       catalogue_path=w.catalogue, executor="ray")
     assert not (tmp_path / "out").exists()  # refused before anything was written
+    with pytest.raises(DatasetError, match="unknown executor 'dask'; expected one of local, ray"):
+        build_dataset(tmp_path / "out", PlanConfig(langs=("es",), ids="0:2"), RenderConfig(), lexicon_path=w.lexicon,
+                      catalogue_path=w.catalogue, executor="dask")
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_failed_ray_task_keeps_finished_shards_and_resumes(tmp_path, monkeypatch):
