@@ -64,3 +64,28 @@ def test_a_failed_ray_task_keeps_finished_shards_and_resumes(tmp_path, monkeypat
     assert 0 < resumed.reused_shards < resumed.shards  # the shards that landed before the failure were kept
     build_dataset(tmp_path / "pool", plan, RenderConfig(), **kwargs)
     assert tree_bytes(out) == tree_bytes(tmp_path / "pool")
+
+
+def test_ray_cluster_at_an_address_renders_on_its_worker_nodes(tmp_path, monkeypatch):
+    """A real multi-node cluster on this machine: a head with no CPUs and two worker nodes (own raylets and
+    object stores), reached by --address, so every shard is rendered on a node other than the driver's and
+    crosses nodes as bytes. Same bytes as the process pool."""
+    from ray.cluster_utils import Cluster
+
+    w = make_world(tmp_path / "world", monkeypatch)
+    args = ["render", "--lang", "es", "--per-id", "2", "--ids", "0:8", "--rows-per-shard", "6",
+            "--lexicon", str(w.lexicon), "--catalogue", str(w.catalogue), "--workers", "2"]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        for _ in range(2):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        ray = runner.invoke(app, [*args, "--out", str(tmp_path / "ray"), "--executor", "ray",
+                                  "--address", cluster.address])
+        assert ray.exit_code == 0, ray.output
+    finally:
+        cluster.shutdown()
+    pool = runner.invoke(app, [*args, "--out", str(tmp_path / "pool")])
+    assert pool.exit_code == 0, pool.output
+    assert tree_bytes(tmp_path / "ray") == tree_bytes(tmp_path / "pool")
+
