@@ -154,7 +154,7 @@ def build_dataset(
     if executor == "ray":
         from synth.ray_executor import require_ray
 
-        require_ray()
+        require_ray(address)
 
     planned = make_manifest(plan, shards, config, command, lexicon, catalogue)
     if part is not None:

@@ -10,6 +10,7 @@ cache (`synth fonts fetch` on each, or a shared $SYNTH_CACHE), but no shared fil
 
 from __future__ import annotations
 
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,8 @@ from synth.manifest import DatasetError
 from synth.plan import ShardPlan
 from synth.render_config import RenderConfig
 from synth.shards import ShardConfig, ShardRecord
+
+PROBE_SECONDS = 5.0
 
 
 class ShardActor:
@@ -37,12 +40,24 @@ class ShardActor:
             return record, (Path(scratch) / shard.name).read_bytes()
 
 
-def require_ray() -> None:
-    """Raise the one-line DatasetError naming the fix when Ray is not installed."""
+def require_ray(address: str | None = None) -> None:
+    """Raise the one-line DatasetError naming the fix when Ray is not installed, or when nothing answers at
+    `address` (HOST:PORT or ray://HOST:PORT; "auto" and "local" are Ray's own to resolve). The probe is ours
+    because `ray.init` retries an address where no cluster runs for minutes before it gives up."""
     try:
         import ray  # noqa: F401
     except ImportError:
         raise DatasetError("--executor ray needs Ray: pip install '.[ray]' (or use the default local executor)") from None
+    if address in (None, "auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise DatasetError(f"--address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_SECONDS).close()
+    except OSError as exc:
+        raise DatasetError(f"cannot reach a Ray cluster at {address!r}: {exc.strerror or exc} (start one with "
+                           "`ray start --head`, or check the address)") from None
 
 
 def render_with_ray(jobs: list[ShardPlan], out: Path, renderer_cls: type, render_config: RenderConfig,
@@ -51,7 +66,7 @@ def render_with_ray(jobs: list[ShardPlan], out: Path, renderer_cls: type, render
     """Render `jobs` on Ray: a local Ray with `workers` CPUs when `address` is None, else the cluster at
     `address` ("auto", "ray://head:10001", …) with one actor per CPU it has. Each shard lands through
     `landed` as it arrives; `report(rows)` once per shard."""
-    require_ray()
+    require_ray(address)
     import ray
     from ray.util import ActorPool
 

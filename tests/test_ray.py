@@ -46,6 +46,24 @@ def test_ray_missing_is_one_clear_error(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_address_where_no_cluster_answers_is_one_clear_error(tmp_path, monkeypatch):
+    import socket
+
+    w = make_world(tmp_path / "world", monkeypatch)
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["render", "--lang", "es", "--ids", "0:2", "--lexicon", str(w.lexicon), "--catalogue", str(w.catalogue),
+            "--executor", "ray", "--out", str(tmp_path / "out")]
+    for address, message in ((f"127.0.0.1:{port}", f"cannot reach a Ray cluster at '127.0.0.1:{port}': "),
+                             (f"ray://127.0.0.1:{port}", "cannot reach a Ray cluster at 'ray://127.0.0.1:"),
+                             ("head-node", "--address 'head-node': expected HOST:PORT, ray://HOST:PORT or auto")):
+        result = runner.invoke(app, [*args, "--address", address])
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
 def test_a_failed_ray_task_keeps_finished_shards_and_resumes(tmp_path, monkeypatch):
     from pathlib import Path
 
