@@ -54,7 +54,8 @@ test: setup  ## the test suite (CI runs exactly this)
 bench: setup  ## speed: renderer beside TRDG and SynthTIGER (own venvs), the full pretrain corpus, training
 	$(BIN)/python tests/benchmarks/bench.py --seconds 20 --repeats 2 --corpus --json out/bench.json
 	$(BIN)/python tests/benchmarks/bench_train.py --json out/bench-train.json
-	$(BIN)/python tests/benchmarks/bench_export.py --json out/bench-export.json
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python tests/benchmarks/bench_export.py --int8-profile --openvino --json out/bench-export.json
 
 lexicon: $(VENV)/.installed | system-deps  ## rebuild lexicon/lexicon.tsv from its sources (see docs/lexicon.md)
 	$(BIN)/synth lexicon build --force

@@ -7,6 +7,9 @@ held-out set — the Acc@1 that int8 costs.
 - Latency: batch 1, one thread, median of 500 calls after 50 warm-up calls, at the run's input size
   (default 64×256, the paper's). The paper reports 2.89 ms on an RTX 4090.
 - Throughput: batch --batch (256), every core (intra-op threads = cores), median of 10 batches.
+- --int8-profile: onnxruntime's profiler per kind of operator, fp32 against int8, and fp32/int8 latency
+  of two int8-friendlier networks made from the tower (ReLU for hard-swish; also without squeeze-excite).
+- --openvino: the peer runtime OpenVINO on the same ONNX files (`pip install '.[bench]'`).
 - Without --run, the tower is randomly initialised and int8 is calibrated on random images: the speed
   is the same, the accuracy figures need a real run.
 """
@@ -14,6 +17,7 @@ held-out set — the Acc@1 that int8 costs.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -46,6 +50,92 @@ def median_ms(call, warmup: int, calls: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def op_profile(path: Path, image: np.ndarray, runs: int = 300) -> dict[str, float]:
+    """Milliseconds per call spent in each kind of operator (batch 1, one thread), from onnxruntime's own
+    profiler on the graph as it runs (after fusion and layout changes). Convolutions are split into the stem
+    (the 3×3 on the one-channel image), depthwise and pointwise (1×1) ones. Profiling slows every operator,
+    so compare shares and fp32 against int8, not the absolute figures."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(path.with_suffix(""))
+    options.optimized_model_filepath = str(path.with_suffix(".optimized.onnx"))
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for _ in range(runs):
+        session.run(None, {"images": image})
+    events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
+    kinds = {}
+    for node in onnx.load(options.optimized_model_filepath).graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        if "Conv" in node.op_type:
+            group = attrs["group"].i if "group" in attrs else 1
+            kernel = list(attrs["kernel_shape"].ints) if "kernel_shape" in attrs else []
+            kinds[node.name] = ("conv, depthwise" if group > 1 else "conv, pointwise 1×1" if kernel == [1, 1]
+                                else "conv, stem 3×3")
+        elif node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            kinds[node.name] = "quantise / dequantise"
+        elif node.op_type in ("ReorderInput", "ReorderOutput"):
+            kinds[node.name] = "NCHWc layout reorders"
+        else:
+            kinds[node.name] = node.op_type
+    calls = sum(1 for e in events if e.get("name") == "model_run")
+    totals: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            kind = kinds.get(e["name"].removesuffix("_kernel_time"), e["args"]["op_name"])
+            totals[kind] = totals.get(kind, 0.0) + e["dur"] / 1000 / calls
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def network_variants(tower: ImageTower, calibration: np.ndarray, image: np.ndarray, tmp: Path) -> dict:
+    """fp32 and int8 latency (batch 1, one thread) of the tower as built and of two int8-friendlier
+    variants made from it: every hard-swish replaced by ReLU (which int8 convolutions fuse), and that
+    without the squeeze-excite gates. Random weights suffice: speed does not depend on them."""
+    import copy
+
+    from train.image_tower import SqueezeExcite
+
+    relu = copy.deepcopy(tower)
+    for module in list(relu.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, torch.nn.Hardswish):
+                setattr(module, name, torch.nn.ReLU())
+    plain = copy.deepcopy(relu)
+    for module in list(plain.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, SqueezeExcite):
+                setattr(module, name, torch.nn.Identity())
+    out = {}
+    for name, net in (("MobileNetV3-Small as built", tower), ("ReLU for hard-swish", relu),
+                      ("ReLU, no squeeze-excite", plain)):
+        fp32, int8 = tmp / "net.onnx", tmp / "net.int8.onnx"
+        export_onnx(net, fp32)
+        quantize_int8(fp32, int8, calibration)
+        out[name] = {}
+        for kind, path in (("fp32", fp32), ("int8", int8)):
+            session = onnx_session(path, 1)
+            out[name][kind] = median_ms(lambda s=session: s.run(None, {"images": image}), 50, 500)
+    return out
+
+
+def openvino_latency(fp32: Path, int8: Path, image: np.ndarray) -> dict:
+    """The peer runtime: OpenVINO's CPU plugin on the same two ONNX files (it runs the QDQ graph in int8),
+    batch 1, one thread. Needs `pip install '.[bench]'`."""
+    import openvino as ov
+
+    core, out = ov.Core(), {}
+    for name, path in (("openvino-fp32", fp32), ("openvino-int8", int8)):
+        model = core.read_model(str(path))
+        model.reshape(list(image.shape))
+        request = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY",
+                                                    "INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+        out[name] = median_ms(lambda r=request: r.infer({0: image}), 50, 500)
+    return out
+
+
 def accuracy_variants(folder: Path, args, cores: int) -> dict:
     """int8 Acc@1 (MinMax) with parts of the tower kept in fp32, re-quantising the export in `folder`."""
     import onnx
@@ -54,11 +144,19 @@ def accuracy_variants(folder: Path, args, cores: int) -> dict:
     from train.edge import EdgeModel, evaluate_export
     from train.export import FP32, INT8, MANIFEST
 
-    convs = [n.name for n in onnx.load(folder / FP32).graph.node if n.op_type == "Conv"]
+    nodes = [n for n in onnx.load(folder / FP32).graph.node if n.op_type not in ("Constant", "Identity")]
+    convs = [n.name for n in nodes if n.op_type == "Conv"]
     squeeze_excite = [n for n in convs if "/reduce/" in n or "/expand/" in n]
+
+    def up_to_block(last: int) -> list[str]:  # the nodes from the input through features[last], in graph order
+        after = f"/features/features.{last + 1}/"
+        return [n.name for n in itertools.takewhile(lambda n: not n.name.startswith(after), nodes)]
+
     h, w = EdgeModel(folder).manifest["input"]["shape"][2:]
     variants = {
         "first conv fp32": ({"nodes_to_exclude": convs[:1]}, 512),
+        "stem and block 1 fp32": ({"nodes_to_exclude": up_to_block(1)}, 512),
+        "stem and blocks 1-2 fp32": ({"nodes_to_exclude": up_to_block(2)}, 512),
         "projector fp32": ({"op_types_to_quantize": ["Conv"]}, 512),
         "first and last conv, projector fp32": ({"op_types_to_quantize": ["Conv"], "nodes_to_exclude": [convs[0], convs[-1]]}, 512),
         "squeeze-excite convs fp32": ({"nodes_to_exclude": squeeze_excite}, 512),
@@ -86,6 +184,9 @@ def main() -> None:
                         help="comma-separated int8 calibrations to measure Acc@1 for (minmax, percentile)")
     parser.add_argument("--int8-accuracy-variants", action="store_true",
                         help="also measure Acc@1 with some layers kept in fp32, and with 2,048 calibration images")
+    parser.add_argument("--int8-profile", action="store_true",
+                        help="also profile fp32 and int8 per kind of operator, and time int8-friendlier networks")
+    parser.add_argument("--openvino", action="store_true", help="also time OpenVINO on the same files (peer)")
     parser.add_argument("--batch", type=int, default=256, help="batch size for the throughput figures")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -137,6 +238,12 @@ def main() -> None:
                 s1 = onnx_session(path, 1)
                 results["int8_variants_ms"][name] = median_ms(lambda s=s1: s.run(None, {"images": one}), 50, 500)
 
+        if args.int8_profile:
+            results["op_profile_ms"] = {name: op_profile(path, one) for name, path in (("fp32", fp32), ("int8", int8))}
+            results["networks_ms"] = network_variants(tower, calibration, one, Path(tmp))
+        if args.openvino:
+            results["latency_ms"].update(openvino_latency(fp32, int8, one))
+
         if args.run and args.data:
             from synth.lexicon import load_lexicon
             from train.edge import EdgeModel, evaluate_export
@@ -163,6 +270,15 @@ def main() -> None:
         print(f"model file, {name}: {mb:.2f} MB")
     for name, ms in results.get("int8_variants_ms", {}).items():
         print(f"latency, batch 1, 1 thread, {h}×{w}, int8 variant {name}: {ms:.3f} ms")
+    if "op_profile_ms" in results:
+        fp32_ops, int8_ops = results["op_profile_ms"]["fp32"], results["op_profile_ms"]["int8"]
+        print(f"profile, batch 1, 1 thread, ms per call (profiler on): {'operators':28} {'fp32':>7} {'int8':>7}")
+        for kind in sorted(set(fp32_ops) | set(int8_ops), key=lambda k: -max(fp32_ops.get(k, 0), int8_ops.get(k, 0))):
+            print(f"  {kind:28} {fp32_ops.get(kind, 0):7.3f} {int8_ops.get(kind, 0):7.3f}")
+        print(f"  {'total':28} {sum(fp32_ops.values()):7.3f} {sum(int8_ops.values()):7.3f}")
+        for name, ms in results["networks_ms"].items():
+            print(f"latency, batch 1, 1 thread, {h}×{w}, {name}: fp32 {ms['fp32']:.3f} ms, int8 {ms['int8']:.3f} ms "
+                  f"({ms['int8'] / ms['fp32']:.2f}×)")
     fp32_ms, int8_ms = results["latency_ms"]["onnx-fp32"], results["latency_ms"]["onnx-int8"]
     print(f"int8 / fp32 latency: {int8_ms / fp32_ms:.2f}×; ONNX fp32 / PyTorch: {fp32_ms / results['latency_ms']['pytorch-fp32']:.2f}×")
     for name, accs in results.get("acc@1", {}).items():
