@@ -98,16 +98,16 @@ def network_variants(tower: ImageTower, calibration: np.ndarray, image: np.ndarr
 
     from train.image_tower import SqueezeExcite
 
-    relu = copy.deepcopy(tower)
-    for module in list(relu.modules()):
-        for name, child in module.named_children():
-            if isinstance(child, torch.nn.Hardswish):
-                setattr(module, name, torch.nn.ReLU())
-    plain = copy.deepcopy(relu)
-    for module in list(plain.modules()):
-        for name, child in module.named_children():
-            if isinstance(child, SqueezeExcite):
-                setattr(module, name, torch.nn.Identity())
+    def replaced(net: torch.nn.Module, kind: type, make: type) -> torch.nn.Module:
+        net = copy.deepcopy(net)
+        for module in list(net.modules()):
+            for name, child in module.named_children():
+                if isinstance(child, kind):
+                    setattr(module, name, make())
+        return net
+
+    relu = replaced(tower, torch.nn.Hardswish, torch.nn.ReLU)
+    plain = replaced(relu, SqueezeExcite, torch.nn.Identity)
     out = {}
     for name, net in (("MobileNetV3-Small as built", tower), ("ReLU for hard-swish", relu),
                       ("ReLU, no squeeze-excite", plain)):
