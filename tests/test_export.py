@@ -112,3 +112,28 @@ def test_export_refusals(exported, tmp_path):
     assert result.exit_code == 1 and "changed since export" in result.output
     result = runner.invoke(app, ["search", "--onnx", str(root / "edge"), "--ckpt", str(root / "run"), "--image", "x.png"])
     assert result.exit_code == 1 and "exactly one of --ckpt" in result.output
+
+
+def test_inlined_hardswish_nodes_are_named_so_int8_can_leave_them_out(exported, tmp_path):
+    """onnxruntime's pre-processing inlines HardSwish as HardSigmoid and Mul with no names, which
+    `nodes_to_exclude` cannot reach; prepare_graph names them, so they can stay in fp32."""
+    import onnx
+
+    from train.export import FP32, prepare_graph, quantize_int8
+
+    root, _, data = exported
+    fp32 = root / "edge" / FP32
+    nodes = prepare_graph(fp32, tmp_path / "prepared.onnx")
+    names = [n.name for n in nodes]
+    assert all(names) and len(set(names)) == len(names)
+    gate = next(n for n in nodes if n.op_type == "HardSigmoid")  # the stem's hard-swish: x · HardSigmoid(x)
+    calibration = sample_images([data], 16, 32, 128)
+
+    def quantized(excluded: list[str]) -> bool:  # is the gate's output quantised in the int8 graph?
+        quantize_int8(fp32, tmp_path / "int8.onnx", calibration, nodes_to_exclude=excluded)
+        graph = onnx.load(tmp_path / "int8.onnx").graph
+        return any(n.op_type == "QuantizeLinear" and gate.output[0] in n.input for n in graph.node)
+
+    assert quantized([])
+    consumers = [n.name for n in nodes if gate.output[0] in n.input]
+    assert not quantized([gate.name, *consumers])

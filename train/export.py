@@ -87,11 +87,26 @@ def sample_images(roots: Sequence[Path], n: int, height: int, width: int, seed: 
 CALIBRATION_METHODS = ("minmax", "percentile")
 
 
+def prepare_graph(fp32: Path, prepared: Path) -> list:
+    """Write the graph `quantize_int8` quantises and return its nodes in order: onnxruntime's pre-processing
+    (shape inference and graph optimisation, so Conv+BN fuse, and HardSwish is inlined as x·HardSigmoid(x))
+    with every node named. The inlined nodes come unnamed, and quantize_static's `nodes_to_exclude` reaches
+    only named nodes: each gets its op type and first output, which is unique in the graph."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(fp32), str(prepared))
+    model = onnx.load(prepared)
+    for node in model.graph.node:
+        node.name = node.name or f"{node.op_type}:{node.output[0]}"
+    onnx.save(model, prepared)
+    return list(model.graph.node)
+
+
 def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, batch: int = 32, method: str = "minmax",
                   **options) -> dict:
     """Static QDQ int8 (per-channel weights, activation ranges over `calibration` by `method`: the extremes
-    (minmax) or the 0.001st–99.999th percentiles (percentile)), after
-    onnxruntime's pre-processing (shape inference and graph optimisation, so Conv+BN+activation fuse).
+    (minmax) or the 0.001st–99.999th percentiles (percentile)) of the `prepare_graph` graph.
     `options` override `quantize_static`'s arguments (the benchmark's variants)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -100,7 +115,6 @@ def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, batch: int = 
         QuantType,
         quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -114,7 +128,7 @@ def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, batch: int = 
     calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}[method]
     prepared = int8.with_name(int8.name + ".pre.onnx")
     try:
-        quant_pre_process(str(fp32), str(prepared))
+        prepare_graph(fp32, prepared)
         settings = {"quant_format": QuantFormat.QDQ, "per_channel": True, "activation_type": QuantType.QUInt8,
                     "weight_type": QuantType.QInt8, "calibrate_method": calibrate, **options}
         quantize_static(str(prepared), str(int8), Reader(), **settings)

@@ -9,6 +9,8 @@ held-out set — the Acc@1 that int8 costs.
 - Throughput: batch --batch (256), every core (intra-op threads = cores), median of 10 batches.
 - --int8-profile: onnxruntime's profiler per kind of operator, fp32 against int8, and fp32/int8 latency
   of two int8-friendlier networks made from the tower (ReLU for hard-swish; also without squeeze-excite).
+- --int8-sqnr: the int8 graph's error tensor by tensor (SQNR against fp32, on held-out images).
+- --int8-sqnr: the int8 graph's error tensor by tensor (SQNR against fp32, on held-out images).
 - --openvino: the peer runtime OpenVINO on the same ONNX files (`pip install '.[bench]'`).
 - Without --run, the tower is randomly initialised and int8 is calibrated on random images: the speed
   is the same, the accuracy figures need a real run.
@@ -136,30 +138,67 @@ def openvino_latency(fp32: Path, int8: Path, image: np.ndarray) -> dict:
     return out
 
 
-def accuracy_variants(folder: Path, args, cores: int) -> dict:
-    """int8 Acc@1 (MinMax) with parts of the tower kept in fp32, re-quantising the export in `folder`."""
+def int8_sqnr(fp32: Path, int8: Path, images: np.ndarray, tmp: Path) -> dict[str, float]:
+    """End-to-end signal-to-quantisation-noise ratio (dB) of every tensor the int8 graph quantises: the fp32
+    graph's value against the int8 graph's on the same `images` (onnxruntime's qdq_loss_debug), in graph
+    order. It shows where int8's error grows, tensor by tensor."""
+    from onnxruntime.quantization import CalibrationDataReader
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"images": images[i:i + 32]} for i in range(0, len(images), 32)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quant_pre_process(str(fp32), str(tmp / "sqnr.pre.onnx"))  # the graph quantize_int8 quantised
+    modify_model_output_intermediate_tensors(str(tmp / "sqnr.pre.onnx"), str(tmp / "sqnr.fp32.onnx"))
+    modify_model_output_intermediate_tensors(str(int8), str(tmp / "sqnr.int8.onnx"))
+    reference = collect_activations(str(tmp / "sqnr.fp32.onnx"), Reader())
+    errors = compute_activation_error(create_activation_matching(collect_activations(str(tmp / "sqnr.int8.onnx"),
+                                                                                     Reader()), reference))
     import onnx
 
+    order = [out for node in onnx.load(tmp / "sqnr.pre.onnx").graph.node for out in node.output]
+    return {name: float(errors[name]["xmodel_err"]) for name in order if "xmodel_err" in errors.get(name, {})}
+
+
+def accuracy_variants(folder: Path, args, cores: int) -> dict:
+    """int8 Acc@1 (MinMax) with parts of the tower kept in fp32, re-quantising the export in `folder`. Parts
+    are picked on the graph quantize_int8 quantises (`prepare_graph`), by their place in it."""
     from synth.files import sha256_file
     from train.edge import EdgeModel, evaluate_export
-    from train.export import FP32, INT8, MANIFEST
+    from train.export import FP32, INT8, MANIFEST, prepare_graph
 
-    nodes = [n for n in onnx.load(folder / FP32).graph.node if n.op_type not in ("Constant", "Identity")]
-    convs = [n.name for n in nodes if n.op_type == "Conv"]
-    squeeze_excite = [n for n in convs if "/reduce/" in n or "/expand/" in n]
+    nodes = prepare_graph(folder / FP32, folder / "variants.pre.onnx")
+    (folder / "variants.pre.onnx").unlink()
 
-    def up_to_block(last: int) -> list[str]:  # the nodes from the input through features[last], in graph order
-        after = f"/features/features.{last + 1}/"
-        return [n.name for n in itertools.takewhile(lambda n: not n.name.startswith(after), nodes)]
+    def under(node, prefix: str) -> bool:
+        return node.name.startswith(prefix) or any(out.startswith(prefix) for out in node.output)
 
+    def up_to_block(last: int) -> list[str]:  # from the input through features[last]
+        return [n.name for n in itertools.takewhile(lambda n: not under(n, f"/features/features.{last + 1}/"), nodes)]
+
+    pooled = next(i for i, n in enumerate(nodes) if n.op_type == "ReduceMean")  # the projector follows
+    projector = [n.name for n in nodes[pooled + 1:]]
+    gates = {n.name.split("/reduce/")[0] + "/" for n in nodes if "/reduce/" in n.name}  # each squeeze-excite
+    squeeze_excite = [n.name for n in nodes if any(under(n, gate) for gate in gates)]
     h, w = EdgeModel(folder).manifest["input"]["shape"][2:]
     variants = {
-        "first conv fp32": ({"nodes_to_exclude": convs[:1]}, 512),
+        "first conv fp32": ({"nodes_to_exclude": [next(n.name for n in nodes if n.op_type == "Conv")]}, 512),
         "stem and block 1 fp32": ({"nodes_to_exclude": up_to_block(1)}, 512),
         "stem and blocks 1-2 fp32": ({"nodes_to_exclude": up_to_block(2)}, 512),
-        "projector fp32": ({"op_types_to_quantize": ["Conv"]}, 512),
-        "first and last conv, projector fp32": ({"op_types_to_quantize": ["Conv"], "nodes_to_exclude": [convs[0], convs[-1]]}, 512),
-        "squeeze-excite convs fp32": ({"nodes_to_exclude": squeeze_excite}, 512),
+        "projector fp32": ({"nodes_to_exclude": projector}, 512),
+        "stem, block 1 and projector fp32": ({"nodes_to_exclude": up_to_block(1) + projector}, 512),
+        "squeeze-excite gates fp32": ({"nodes_to_exclude": squeeze_excite}, 512),
+        "only convolutions quantised": ({"op_types_to_quantize": ["Conv"]}, 512),
         "2,048 calibration images": ({}, 2048),
     }
     out = {}
@@ -187,6 +226,8 @@ def main() -> None:
     parser.add_argument("--int8-profile", action="store_true",
                         help="also profile fp32 and int8 per kind of operator, and time int8-friendlier networks")
     parser.add_argument("--openvino", action="store_true", help="also time OpenVINO on the same files (peer)")
+    parser.add_argument("--int8-sqnr", action="store_true",
+                        help="also the int8 graph's error tensor by tensor (SQNR against fp32, on --data images)")
     parser.add_argument("--batch", type=int, default=256, help="batch size for the throughput figures")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -260,6 +301,9 @@ def main() -> None:
                         results["acc@1"][name] = {lang: r["acc@1"] for lang, r in report.items()}
             if args.int8_accuracy_variants:
                 results["acc@1"].update(accuracy_variants(Path(tmp) / "export-minmax", args, cores))
+        if args.int8_sqnr:
+            held_out = sample_images(args.data, 256, h, w, seed=5) if args.data else many[:64]
+            results["int8_sqnr_db"] = int8_sqnr(fp32, int8, held_out, Path(tmp))
 
     for name, ms in results["latency_ms"].items():
         print(f"latency, batch 1, 1 thread, {h}×{w}, {name}: {ms:.3f} ms ({ms / PAPER_LATENCY_MS:.2f}× the paper's "
@@ -279,6 +323,13 @@ def main() -> None:
         for name, ms in results["networks_ms"].items():
             print(f"latency, batch 1, 1 thread, {h}×{w}, {name}: fp32 {ms['fp32']:.3f} ms, int8 {ms['int8']:.3f} ms "
                   f"({ms['int8'] / ms['fp32']:.2f}×)")
+    if "int8_sqnr_db" in results:
+        sqnr = results["int8_sqnr_db"]
+        values = np.array(list(sqnr.values()))
+        print(f"int8 SQNR against fp32 over {len(sqnr)} tensors (graph order in the JSON): last "
+              f"{sqnr[list(sqnr)[-1]]:.1f} dB ({list(sqnr)[-1]}), median {np.median(values):.1f} dB; the ten lowest:")
+        for name in sorted(sqnr, key=sqnr.get)[:10]:
+            print(f"  {sqnr[name]:5.1f} dB  {name}")
     fp32_ms, int8_ms = results["latency_ms"]["onnx-fp32"], results["latency_ms"]["onnx-int8"]
     print(f"int8 / fp32 latency: {int8_ms / fp32_ms:.2f}×; ONNX fp32 / PyTorch: {fp32_ms / results['latency_ms']['pytorch-fp32']:.2f}×")
     for name, accs in results.get("acc@1", {}).items():
