@@ -102,3 +102,21 @@ def test_keep_width_keeps_columns_and_parameters(keep_width, columns):
         assert tower.features(torch.zeros(1, 1, 32, 128)).shape == (1, 576, 1, columns)
     with pytest.raises(ValueError, match="keep_width"):
         ImageTowerConfig(keep_width=6)
+
+
+def test_relu_only_swaps_every_hard_swish_and_keeps_the_weights():
+    """relu_only: ReLU at the stem, the last 8 bnecks, the last conv and the projector (the 11 + 1 hard-swish
+    places of Table 2 and the projector); the SE gates keep their hard-sigmoid; the weights are the same."""
+
+    def count(net, kind):
+        return sum(isinstance(m, kind) for m in net.modules())
+
+    paper, relu = ImageTower(), ImageTower(ImageTowerConfig(relu_only=True))
+    # hard-swish: stem 1, bnecks 4–11 two each (expand, depthwise) = 16, last conv 1, projector 1
+    assert count(paper, torch.nn.Hardswish) == 19 and count(relu, torch.nn.Hardswish) == 0
+    assert count(relu, torch.nn.ReLU) == count(paper, torch.nn.ReLU) + 19
+    assert count_parameters(relu) == count_parameters(paper) == 1_287_808
+    assert relu.load_state_dict(paper.state_dict()) is not None  # same names and shapes
+    with torch.no_grad():
+        x = torch.rand(2, 1, 32, 128)
+        assert not torch.allclose(relu.eval()(x), paper.eval()(x))

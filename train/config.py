@@ -50,6 +50,10 @@ class ImageTowerConfig:
     # keeps more columns before the global pool: at 32×128, 1×4 → 1×8 (keep_width 1) or 1×16 (2). The
     # parameter count is unchanged; the compute of those stages doubles. 0 is the paper's network.
     keep_width: int = 0
+    # ReLU wherever the paper's network has hard-swish (stem, last 8 bnecks, last conv, projector): the
+    # int8-friendlier variant, since onnxruntime fuses ReLU into its int8 convolutions but runs hard-swish
+    # between quantise and dequantise steps (docs/benchmarks.md). Same parameters. False is the paper's.
+    relu_only: bool = False
 
     def __post_init__(self) -> None:
         if self.width_mult != 1.0:

@@ -105,19 +105,22 @@ class InvertedResidual(nn.Module):
         return x + y if self.use_residual else y
 
 
-def mobilenet_v3_small_features(in_channels: int = 1, keep_width: int = 0) -> nn.Sequential:
+def mobilenet_v3_small_features(in_channels: int = 1, keep_width: int = 0, relu_only: bool = False) -> nn.Sequential:
     """Table 2 up to and including the 576-channel 1×1 conv: 13 blocks (stem, 11 bnecks, last conv).
 
     Output stride 32: a (B, in_channels, 64, 256) input gives (B, 576, 2, 8). With `keep_width` k the last
-    k stride-2 stages use stride (2, 1), and the width is divided by 2^(5−k) instead.
+    k stride-2 stages use stride (2, 1), and the width is divided by 2^(5−k) instead. `relu_only` puts
+    ReLU wherever Table 2 has hard-swish.
     """
+    hs = "RE" if relu_only else "HS"
     strides = [2 if i < STRIDE2_STAGES - keep_width else (2, 1) for i in range(STRIDE2_STAGES)]
-    blocks: list[nn.Module] = [ConvBNAct(in_channels, STEM_WIDTH, 3, stride=strides.pop(0), act="HS")]
+    blocks: list[nn.Module] = [ConvBNAct(in_channels, STEM_WIDTH, 3, stride=strides.pop(0), act=hs)]
     width = STEM_WIDTH
     for kernel, exp, out_ch, se, act, stride in BNECK_SMALL:
-        blocks.append(InvertedResidual(width, kernel, exp, out_ch, se, act, strides.pop(0) if stride == 2 else 1))
+        blocks.append(InvertedResidual(width, kernel, exp, out_ch, se, hs if act == "HS" else act,
+                                       strides.pop(0) if stride == 2 else 1))
         width = out_ch
-    blocks.append(ConvBNAct(width, LAST_WIDTH, 1, act="HS"))
+    blocks.append(ConvBNAct(width, LAST_WIDTH, 1, act=hs))
     return nn.Sequential(*blocks)
 
 
@@ -128,10 +131,11 @@ class ImageTower(nn.Module):
         super().__init__()
         self.config = config or ImageTowerConfig()
         c = self.config
-        self.features = mobilenet_v3_small_features(c.in_channels, c.keep_width)
+        self.features = mobilenet_v3_small_features(c.in_channels, c.keep_width, c.relu_only)
         self.dropout = nn.Dropout(c.dropout)
         self.projector = nn.Sequential(
-            nn.Linear(LAST_WIDTH, c.proj_hidden), nn.Hardswish(inplace=True), nn.Linear(c.proj_hidden, c.embed_dim)
+            nn.Linear(LAST_WIDTH, c.proj_hidden), activation("RE" if c.relu_only else "HS"),
+            nn.Linear(c.proj_hidden, c.embed_dim)
         )
         self._frozen_blocks = 0  # leading blocks of self.features held frozen by lock()
         self._init_weights()
