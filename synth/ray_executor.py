@@ -65,8 +65,7 @@ def render_with_ray(jobs: list[ShardPlan], out: Path, renderer_cls: type, render
                     landed: Callable[[ShardRecord], None], report: Callable[[int], None]) -> None:
     """Render `jobs` on Ray: a local Ray with `workers` CPUs when `address` is None, else the cluster at
     `address` ("auto", "ray://head:10001", …) with one actor per CPU it has. Each shard lands through
-    `landed` as it arrives; `report(rows)` once per shard."""
-    require_ray(address)
+    `landed` as it arrives; `report(rows)` once per shard. The caller has run `require_ray(address)`."""
     import ray
     from ray.util import ActorPool
 

@@ -87,6 +87,20 @@ def sample_images(roots: Sequence[Path], n: int, height: int, width: int, seed: 
 CALIBRATION_METHODS = ("minmax", "percentile")
 
 
+def image_batches(images: np.ndarray, batch: int = 32):
+    """`images` as the onnxruntime data reader that calibration and its debugging tools consume."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"images": images[i:i + batch]} for i in range(0, len(images), batch)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    return Reader()
+
+
 def prepare_graph(fp32: Path, prepared: Path) -> list:
     """Write the graph `quantize_int8` quantises and return its nodes in order: onnxruntime's pre-processing
     (shape inference and graph optimisation, so Conv+BN fuse, and HardSwish is inlined as x·HardSigmoid(x))
@@ -108,20 +122,7 @@ def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, batch: int = 
     """Static QDQ int8 (per-channel weights, activation ranges over `calibration` by `method`: the extremes
     (minmax) or the 0.001st–99.999th percentiles (percentile)) of the `prepare_graph` graph.
     `options` override `quantize_static`'s arguments (the benchmark's variants)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter([{"images": calibration[i:i + batch]} for i in range(0, len(calibration), batch)])
-
-        def get_next(self):
-            return next(self.batches, None)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in CALIBRATION_METHODS:
         raise ExportError(f"unknown calibration method {method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
@@ -131,7 +132,7 @@ def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, batch: int = 
         prepare_graph(fp32, prepared)
         settings = {"quant_format": QuantFormat.QDQ, "per_channel": True, "activation_type": QuantType.QUInt8,
                     "weight_type": QuantType.QInt8, "calibrate_method": calibrate, **options}
-        quantize_static(str(prepared), str(int8), Reader(), **settings)
+        quantize_static(str(prepared), str(int8), image_batches(calibration, batch), **settings)
     finally:
         prepared.unlink(missing_ok=True)
     return {"format": "QDQ", "weights": "int8 per channel", "activations": "uint8 per tensor", "calibration": method,

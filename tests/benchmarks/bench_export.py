@@ -142,31 +142,22 @@ def int8_sqnr(fp32: Path, int8: Path, images: np.ndarray, tmp: Path) -> dict[str
     """End-to-end signal-to-quantisation-noise ratio (dB) of every tensor the int8 graph quantises: the fp32
     graph's value against the int8 graph's on the same `images` (onnxruntime's qdq_loss_debug), in graph
     order. It shows where int8's error grows, tensor by tensor."""
-    from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
         compute_activation_error,
         create_activation_matching,
         modify_model_output_intermediate_tensors,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter([{"images": images[i:i + 32]} for i in range(0, len(images), 32)])
+    from train.export import image_batches, prepare_graph
 
-        def get_next(self):
-            return next(self.batches, None)
-
-    quant_pre_process(str(fp32), str(tmp / "sqnr.pre.onnx"))  # the graph quantize_int8 quantised
+    nodes = prepare_graph(fp32, tmp / "sqnr.pre.onnx")  # the graph quantize_int8 quantised
     modify_model_output_intermediate_tensors(str(tmp / "sqnr.pre.onnx"), str(tmp / "sqnr.fp32.onnx"))
     modify_model_output_intermediate_tensors(str(int8), str(tmp / "sqnr.int8.onnx"))
-    reference = collect_activations(str(tmp / "sqnr.fp32.onnx"), Reader())
-    errors = compute_activation_error(create_activation_matching(collect_activations(str(tmp / "sqnr.int8.onnx"),
-                                                                                     Reader()), reference))
-    import onnx
-
-    order = [out for node in onnx.load(tmp / "sqnr.pre.onnx").graph.node for out in node.output]
+    reference = collect_activations(str(tmp / "sqnr.fp32.onnx"), image_batches(images))
+    errors = compute_activation_error(create_activation_matching(
+        collect_activations(str(tmp / "sqnr.int8.onnx"), image_batches(images)), reference))
+    order = [out for node in nodes for out in node.output]
     return {name: float(errors[name]["xmodel_err"]) for name in order if "xmodel_err" in errors.get(name, {})}
 
 
