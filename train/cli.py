@@ -368,10 +368,11 @@ def search(
 def export_cmd(
     ckpt: Annotated[Path, typer.Option("--ckpt", help="The run to export (its final model).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to create: ONNX graphs, gallery, manifest.")],
-    int8: Annotated[bool, typer.Option("--int8", help="Also a static int8 (QDQ) graph, calibrated on --calibration images: 3× smaller, for int8 hardware (on x86 CPUs the fp32 graph is faster; docs/benchmarks.md).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Also a static int8 (QDQ) graph, calibrated on --calibration images: 3× smaller, for int8 hardware (on x86 CPUs the fp32 graph is faster; docs/benchmarks.md). The manifest records its cosine to fp32.")] = False,
     calibration: Annotated[list[Path] | None, typer.Option("--calibration", help="Shards to draw calibration (and parity-check) images from; repeatable.")] = None,
     calibration_images: Annotated[int, typer.Option("--calibration-images", min=16, help="Images for int8 calibration.")] = 512,
     calibration_method: Annotated[str, typer.Option("--calibration-method", help="int8 activation ranges: minmax (the extremes) or percentile (0.001st–99.999th).")] = "minmax",
+    int8_weights: Annotated[str, typer.Option("--int8-weights", help="uint8 (per-channel, asymmetric): exact on every CPU. int8 (symmetric): for VNNI/ARM CPUs and TensorRT; x86 CPUs without AVX-VNNI saturate uint8×int8 products and lose accuracy (docs/benchmarks.md).")] = "uint8",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the calibration draw.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export at --out.")] = False,
     text_encoder: TextEncoderOpt = None,
@@ -388,13 +389,18 @@ def export_cmd(
         with err.status("export") as status:
             manifest = export_run(model, run, out_dir, lex, int8=int8, calibration=list(calibration or []),
                                   calibration_images=calibration_images, calibration_method=calibration_method,
-                                  seed=seed, overwrite=overwrite,
+                                  int8_weights=int8_weights, seed=seed, overwrite=overwrite,
                                   progress=lambda msg: status.update(msg))
     except (*_errors(), ExportError, ValueError) as exc:
         raise _fail(str(exc).splitlines()[0])
     parity = manifest["parity"]
     out.print(f"{out_dir}: {', '.join(manifest['files'])}; ONNX fp32 vs PyTorch cosine ≥ {parity['min_cosine']:.6f} "
               f"on {parity['images']} images", highlight=False, soft_wrap=True)
+    if manifest["int8"]:
+        f = manifest["int8"]["fidelity"]
+        fp32, kernels = f["cosine_to_fp32"], f["cosine_kernels_to_graph"]
+        out.print(f"int8 vs fp32 cosine: mean {fp32['mean']:.4f}, least {fp32['least']:.4f}; this CPU's int8 kernels vs "
+                  f"the QDQ graph: mean {kernels['mean']:.5f}", highlight=False, soft_wrap=True)
 
 
 @app.command()

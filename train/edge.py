@@ -20,12 +20,15 @@ class EdgeError(ValueError):
     """An export folder or a query that cannot be used; the message names the file and the fix."""
 
 
-def onnx_session(path: Path, threads: int = 1):
-    """An onnxruntime CPU session with `threads` intra-op threads (1: the latency setting)."""
+def onnx_session(path: Path, threads: int = 1, optimize: bool = True):
+    """An onnxruntime CPU session with `threads` intra-op threads (1: the latency setting); `optimize=False`
+    runs the graph node by node as written (no fusion into int8 kernels: the QDQ reference arithmetic)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -5,7 +5,8 @@ precomputed, so a device needs only onnxruntime, NumPy and OpenCV (`train.edge`)
                                preparation, every file's sha256, the fp32 parity check, the int8 settings
     OUT/image_tower.onnx       input "images" (N, 1, H, W) float32 ink in [0, 1] (`train.images.decode`),
                                output "embeddings" (N, D), L2-normalised; N is dynamic
-    OUT/image_tower.int8.onnx  with int8: static QDQ quantisation (onnxruntime), calibrated on shard images
+    OUT/image_tower.int8.onnx  with int8: static QDQ quantisation (onnxruntime), calibrated on shard images;
+                               the manifest records how close it runs to fp32 (`int8_fidelity`)
     OUT/gallery.npy            (G, D) float32: the text embedding of every lexicon entry, en then es then zh
     OUT/gallery.tsv            semantic_id, lang, text of each gallery row
 
@@ -117,26 +118,54 @@ def prepare_graph(fp32: Path, prepared: Path) -> list:
     return list(model.graph.node)
 
 
+# Weight types. uint8 is the default because x86 CPUs without AVX-VNNI (AVX2, AVX-512 before VNNI) multiply
+# uint8 activations by int8 weights with VPMADDUBSW, whose int16 pair sums saturate: onnxruntime's fused
+# u8×s8 kernels then depart from the graph's own arithmetic. Measured on the 2-core AVX2 VM with the
+# cpu-small run: fused vs unfused cosine 0.983 with int8 weights, 0.99995 with uint8, and Acc@1 on the
+# held-out fonts −1.71 against −0.85 points (docs/benchmarks.md). int8 weights (symmetric) are for runtimes
+# that want them (VNNI and ARM CPUs, TensorRT).
+INT8_WEIGHTS = ("uint8", "int8")
+
+
 def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, batch: int = 32, method: str = "minmax",
-                  **options) -> dict:
-    """Static QDQ int8 (per-channel weights, activation ranges over `calibration` by `method`: the extremes
-    (minmax) or the 0.001st–99.999th percentiles (percentile)) of the `prepare_graph` graph.
+                  weights: str = "uint8", **options) -> dict:
+    """Static QDQ int8 (per-channel `weights`, uint8 activation ranges over `calibration` by `method`: the
+    extremes (minmax) or the 0.001st–99.999th percentiles (percentile)) of the `prepare_graph` graph.
     `options` override `quantize_static`'s arguments (the benchmark's variants)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in CALIBRATION_METHODS:
         raise ExportError(f"unknown calibration method {method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
+    if weights not in INT8_WEIGHTS:
+        raise ExportError(f"unknown int8 weight type {weights!r}; expected one of {', '.join(INT8_WEIGHTS)}")
     calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}[method]
     prepared = int8.with_name(int8.name + ".pre.onnx")
     try:
         prepare_graph(fp32, prepared)
         settings = {"quant_format": QuantFormat.QDQ, "per_channel": True, "activation_type": QuantType.QUInt8,
-                    "weight_type": QuantType.QInt8, "calibrate_method": calibrate, **options}
+                    "weight_type": {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[weights],
+                    "calibrate_method": calibrate, **options}
         quantize_static(str(prepared), str(int8), image_batches(calibration, batch), **settings)
     finally:
         prepared.unlink(missing_ok=True)
-    return {"format": "QDQ", "weights": "int8 per channel", "activations": "uint8 per tensor", "calibration": method,
-            "calibration_images": len(calibration)}
+    kind = "asymmetric" if weights == "uint8" else "symmetric"
+    return {"format": "QDQ", "weights": f"{weights} per channel ({kind})", "activations": "uint8 per tensor",
+            "calibration": method, "calibration_images": len(calibration)}
+
+
+def int8_fidelity(fp32: Path, int8: Path, images: np.ndarray) -> dict:
+    """How close the int8 graph runs to fp32 on `images` (mean and least cosine of the embeddings), and how
+    close this CPU's fused int8 kernels run to the QDQ graph's own arithmetic (the same graph with graph
+    optimisations off: each operator in fp32 between its Q/DQ pairs). The two differ by rounding flips at
+    level boundaries, which a deep net can amplify on a few images; a mean cosine there well below 0.999
+    means the kernels depart from the graph, as u8×s8 saturation does on x86 without VNNI (0.983 measured
+    on the cpu-small run, against 0.99995 with uint8 weights)."""
+    reference = onnx_embed(fp32, images)
+    fused = onnx_embed(int8, images)
+    unfused = onnx_session(int8, optimize=False).run(["embeddings"], {"images": images})[0]
+    to_fp32, kernels = (fused * reference).sum(axis=1), (fused * unfused).sum(axis=1)
+    return {"images": len(images), "cosine_to_fp32": {"mean": float(to_fp32.mean()), "least": float(to_fp32.min())},
+            "cosine_kernels_to_graph": {"mean": float(kernels.mean()), "least": float(kernels.min())}}
 
 
 def onnx_embed(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
@@ -145,7 +174,7 @@ def onnx_embed(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
 
 def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, int8: bool = False,
                calibration: Sequence[Path] = (), calibration_images: int = 512, calibration_method: str = "minmax",
-               seed: int = 0, overwrite: bool = False, progress: Callable[[str], None] | None = None) -> dict:
+               int8_weights: str = "uint8", seed: int = 0, overwrite: bool = False, progress: Callable[[str], None] | None = None) -> dict:
     """Write the export folder `out` (see the module docstring) and return its manifest."""
     say = progress or (lambda _msg: None)
     out = Path(out)
@@ -157,6 +186,8 @@ def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, in
     if calibration_method not in CALIBRATION_METHODS:
         raise ExportError(f"unknown --calibration-method {calibration_method!r}; expected one of "
                           f"{', '.join(CALIBRATION_METHODS)}")
+    if int8_weights not in INT8_WEIGHTS:
+        raise ExportError(f"unknown --int8-weights {int8_weights!r}; expected one of {', '.join(INT8_WEIGHTS)}")
     model = model.cpu().eval()
     c = model.config.image
     with atomic_folder(out, overwrite) as tmp:
@@ -179,7 +210,8 @@ def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, in
         if int8:
             say("calibrating and quantising to int8")
             images = sample_images(calibration, calibration_images, c.image_height, c.image_width, seed)
-            quant = quantize_int8(tmp / FP32, tmp / INT8, images, method=calibration_method)
+            quant = quantize_int8(tmp / FP32, tmp / INT8, images, method=calibration_method, weights=int8_weights)
+            quant["fidelity"] = int8_fidelity(tmp / FP32, tmp / INT8, check)
             quant["data"] = [str(Path(p).resolve()) for p in calibration]
             quant["seed"] = seed
         manifest = {

@@ -9,7 +9,8 @@ held-out set — the Acc@1 that int8 costs.
 - Throughput: batch --batch (256), every core (intra-op threads = cores), median of 10 batches.
 - --int8-profile: onnxruntime's profiler per kind of operator, fp32 against int8, and fp32/int8 latency
   of two int8-friendlier networks made from the tower (ReLU for hard-swish; also without squeeze-excite).
-- --int8-sqnr: the int8 graph's error tensor by tensor (SQNR against fp32, on held-out images).
+- Always: how closely this CPU's fused int8 kernels compute the QDQ graph's own arithmetic, with uint8
+  weights (the export's default) and int8 weights (u8×s8 products saturate on x86 without VNNI).
 - --int8-sqnr: the int8 graph's error tensor by tensor (SQNR against fp32, on held-out images).
 - --openvino: the peer runtime OpenVINO on the same ONNX files (`pip install '.[bench]'`).
 - Without --run, the tower is randomly initialised and int8 is calibrated on random images: the speed
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from train.config import ImageTowerConfig
 from train.edge import onnx_session
-from train.export import export_onnx, quantize_int8, sample_images
+from train.export import export_onnx, int8_fidelity, quantize_int8, sample_images
 from train.image_tower import ImageTower
 
 PAPER_LATENCY_MS = 2.89
@@ -190,6 +191,7 @@ def accuracy_variants(folder: Path, args, cores: int) -> dict:
         "stem, block 1 and projector fp32": ({"nodes_to_exclude": up_to_block(1) + projector}, 512),
         "squeeze-excite gates fp32": ({"nodes_to_exclude": squeeze_excite}, 512),
         "only convolutions quantised": ({"op_types_to_quantize": ["Conv"]}, 512),
+        "int8 weights (u8×s8)": ({"weights": "int8"}, 512),
         "2,048 calibration images": ({}, 2048),
     }
     out = {}
@@ -241,6 +243,11 @@ def main() -> None:
         calibration = (sample_images(args.calibration, args.calibration_images, h, w) if args.calibration
                        else np.random.default_rng(0).random((64, 1, h, w), dtype=np.float32))
         quantize_int8(fp32, int8, calibration)
+        held_out = sample_images(args.data, 256, h, w, seed=5) if args.data else np.random.default_rng(3).random((64, 1, h, w), dtype=np.float32)
+        signed = Path(tmp) / "int8-weights.onnx"
+        quantize_int8(fp32, signed, calibration, weights="int8")
+        results["int8_kernels_vs_graph"] = {name: int8_fidelity(fp32, path, held_out)["cosine_kernels_to_graph"]["mean"]
+                                            for name, path in (("uint8 weights", int8), ("int8 weights", signed))}
         results["size_mb"] = {"onnx-fp32": fp32.stat().st_size / 1e6, "onnx-int8": int8.stat().st_size / 1e6}
         one = np.random.default_rng(1).random((1, 1, h, w), dtype=np.float32)
         many = np.random.default_rng(2).random((args.batch, 1, h, w), dtype=np.float32)
@@ -259,10 +266,11 @@ def main() -> None:
         if args.int8_variants:
             from onnxruntime.quantization import QuantFormat, QuantType
 
-            variants = {"QDQ, Conv/Gemm/MatMul only": {"op_types_to_quantize": ["Conv", "Gemm", "MatMul"]},
+            variants = {"QDQ, int8 weights (u8×s8)": {"weights": "int8"},
+                        "QDQ, Conv/Gemm/MatMul only": {"op_types_to_quantize": ["Conv", "Gemm", "MatMul"]},
                         "QDQ, Conv only": {"op_types_to_quantize": ["Conv"]},
                         "QOperator": {"quant_format": QuantFormat.QOperator},
-                        "QDQ, int8 activations": {"activation_type": QuantType.QInt8}}
+                        "QDQ, int8 activations and weights": {"activation_type": QuantType.QInt8, "weights": "int8"}}
             results["int8_variants_ms"] = {}
             for name, options in variants.items():
                 path = Path(tmp) / "variant.onnx"
@@ -293,7 +301,6 @@ def main() -> None:
             if args.int8_accuracy_variants:
                 results["acc@1"].update(accuracy_variants(Path(tmp) / "export-minmax", args, cores))
         if args.int8_sqnr:
-            held_out = sample_images(args.data, 256, h, w, seed=5) if args.data else many[:64]
             results["int8_sqnr_db"] = int8_sqnr(fp32, int8, held_out, Path(tmp))
 
     for name, ms in results["latency_ms"].items():
@@ -321,6 +328,8 @@ def main() -> None:
               f"{sqnr[list(sqnr)[-1]]:.1f} dB ({list(sqnr)[-1]}), median {np.median(values):.1f} dB; the ten lowest:")
         for name in sorted(sqnr, key=sqnr.get)[:10]:
             print(f"  {sqnr[name]:5.1f} dB  {name}")
+    print("int8 kernels on this CPU vs the QDQ graph's arithmetic, mean cosine: " +
+          ", ".join(f"{name} {c:.5f}" for name, c in results["int8_kernels_vs_graph"].items()))
     fp32_ms, int8_ms = results["latency_ms"]["onnx-fp32"], results["latency_ms"]["onnx-int8"]
     print(f"int8 / fp32 latency: {int8_ms / fp32_ms:.2f}×; ONNX fp32 / PyTorch: {fp32_ms / results['latency_ms']['pytorch-fp32']:.2f}×")
     for name, accs in results.get("acc@1", {}).items():
