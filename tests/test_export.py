@@ -167,3 +167,14 @@ def test_int8_weight_types(exported, tmp_path, weights):
     assert (graph * onnx_embed(root / "edge" / FP32, images)).sum(axis=1).mean() >= 0.95
     if weights == "uint8":  # int8 weights saturate on x86 without VNNI (mean 0.90 on this tiny run), not elsewhere
         assert int8_fidelity(root / "edge" / FP32, int8, images)["cosine_kernels_to_graph"]["mean"] >= 0.995
+
+
+def test_fidelity_warning_names_the_fix():
+    from train.export import fidelity_warning
+
+    def fidelity(mean: float) -> dict:
+        return {"cosine_kernels_to_graph": {"mean": mean, "least": mean}}
+
+    assert fidelity_warning(fidelity(0.9999), "int8") is None
+    assert "--int8-weights uint8" in fidelity_warning(fidelity(0.98), "int8")
+    assert "fp32 graph" in fidelity_warning(fidelity(0.98), "uint8")

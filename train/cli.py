@@ -381,7 +381,7 @@ def export_cmd(
     """Export a run for devices: the image tower as ONNX (dynamic batch; --int8 adds static int8), the text
     embeddings of every lexicon entry, and a manifest. `train search --onnx OUT --image word.png` uses it."""
     from train.evaluate import load_model
-    from train.export import ExportError, export_run
+    from train.export import ExportError, export_run, fidelity_warning
 
     try:
         lex = load_lexicon(lexicon)
@@ -401,6 +401,9 @@ def export_cmd(
         fp32, kernels = f["cosine_to_fp32"], f["cosine_kernels_to_graph"]
         out.print(f"int8 vs fp32 cosine: mean {fp32['mean']:.4f}, least {fp32['least']:.4f}; this CPU's int8 kernels vs "
                   f"the QDQ graph: mean {kernels['mean']:.5f}", highlight=False, soft_wrap=True)
+        warning = fidelity_warning(f, int8_weights)
+        if warning:
+            err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
 
 
 @app.command()

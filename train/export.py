@@ -168,6 +168,20 @@ def int8_fidelity(fp32: Path, int8: Path, images: np.ndarray) -> dict:
             "cosine_kernels_to_graph": {"mean": float(kernels.mean()), "least": float(kernels.min())}}
 
 
+KERNEL_FIDELITY = 0.995  # least mean cosine between fused int8 kernels and the graph's arithmetic
+
+
+def fidelity_warning(fidelity: dict, weights: str) -> str | None:
+    """A warning when this CPU's int8 kernels depart from the graph (`int8_fidelity`), naming the fix."""
+    kernels = fidelity["cosine_kernels_to_graph"]["mean"]
+    if kernels >= KERNEL_FIDELITY:
+        return None
+    fix = ("export with --int8-weights uint8, which has no such saturation" if weights == "int8"
+           else "run the fp32 graph on this CPU")
+    return (f"this CPU's int8 kernels depart from the int8 graph (mean cosine {kernels:.4f} < {KERNEL_FIDELITY}): "
+            f"x86 CPUs without VNNI saturate uint8×int8 products; on this CPU, {fix}")
+
+
 def onnx_embed(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
     return onnx_session(path, threads).run(["embeddings"], {"images": images})[0]
 
