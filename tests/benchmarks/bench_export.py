@@ -5,7 +5,9 @@ held-out set — the Acc@1 that int8 costs.
     .venv/bin/python tests/benchmarks/bench_export.py [--run RUN --data OOD --calibration SHARDS] [--json F]
 
 - Latency: batch 1, one thread, median of 500 calls after 50 warm-up calls, at the run's input size
-  (default 64×256, the paper's). The paper reports 2.89 ms on an RTX 4090.
+  (default 64×256, the paper's). The paper reports 2.89 ms on an RTX 4090. The ONNX graphs compared
+  (fp32, int8 with uint8 and with int8 weights; the --int8-variants; each network variant's pair) are
+  timed in turn, call by call, so their ratios hold on a shared machine whose speed drifts.
 - Throughput: batch --batch (256), every core (intra-op threads = cores), median of 10 batches.
 - --int8-profile: onnxruntime's profiler per kind of operator, fp32 against int8, and fp32/int8 latency
   of two int8-friendlier networks made from the tower (ReLU for hard-swish; also without squeeze-excite).
@@ -43,14 +45,22 @@ PAPER_LATENCY_MS = 2.89
 
 
 def median_ms(call, warmup: int, calls: int) -> float:
+    return interleaved_ms({"": call}, warmup, calls)[""]
+
+
+def interleaved_ms(calls: dict, warmup: int = 50, rounds: int = 500) -> dict[str, float]:
+    """Median milliseconds per call of each of `calls`, timed in turn round by round, so that a slow spell
+    of a shared machine falls on all of them alike and their ratios hold."""
     for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
 def op_profile(path: Path, image: np.ndarray, runs: int = 300) -> dict[str, float]:
@@ -117,10 +127,8 @@ def network_variants(tower: ImageTower, calibration: np.ndarray, image: np.ndarr
         fp32, int8 = tmp / "net.onnx", tmp / "net.int8.onnx"
         export_onnx(net, fp32)
         quantize_int8(fp32, int8, calibration)
-        out[name] = {}
-        for kind, path in (("fp32", fp32), ("int8", int8)):
-            session = onnx_session(path, 1)
-            out[name][kind] = median_ms(lambda s=session: s.run(None, {"images": image}), 50, 500)
+        sessions = {kind: onnx_session(path, 1) for kind, path in (("fp32", fp32), ("int8", int8))}
+        out[name] = interleaved_ms({kind: lambda s=s: s.run(None, {"images": image}) for kind, s in sessions.items()})
     return out
 
 
@@ -258,25 +266,26 @@ def main() -> None:
             results["latency_ms"] = {"pytorch-fp32": median_ms(lambda: tower(x1), 50, 500)}
             torch.set_num_threads(cores)
             results["images_per_s"] = {"pytorch-fp32": args.batch / median_ms(lambda: tower(xn), 2, 10) * 1000}
+        single = {"onnx-fp32": onnx_session(fp32, 1), "onnx-int8": onnx_session(int8, 1),  # all graph optimisations
+                  "onnx-int8 (int8 weights)": onnx_session(signed, 1)}
+        results["latency_ms"].update(interleaved_ms({name: lambda s=s: s.run(None, {"images": one}) for name, s in single.items()}))
         for name, path in (("onnx-fp32", fp32), ("onnx-int8", int8)):
-            s1, sn = onnx_session(path, 1), onnx_session(path, cores)  # default level: all graph optimisations
-            results["latency_ms"][name] = median_ms(lambda s=s1: s.run(None, {"images": one}), 50, 500)
+            sn = onnx_session(path, cores)
             results["images_per_s"][name] = args.batch / median_ms(lambda s=sn: s.run(None, {"images": many}), 2, 10) * 1000
 
         if args.int8_variants:
             from onnxruntime.quantization import QuantFormat, QuantType
 
-            variants = {"QDQ, int8 weights (u8×s8)": {"weights": "int8"},
-                        "QDQ, Conv/Gemm/MatMul only": {"op_types_to_quantize": ["Conv", "Gemm", "MatMul"]},
+            variants = {"QDQ, Conv/Gemm/MatMul only": {"op_types_to_quantize": ["Conv", "Gemm", "MatMul"]},
                         "QDQ, Conv only": {"op_types_to_quantize": ["Conv"]},
                         "QOperator": {"quant_format": QuantFormat.QOperator},
                         "QDQ, int8 activations and weights": {"activation_type": QuantType.QInt8, "weights": "int8"}}
-            results["int8_variants_ms"] = {}
-            for name, options in variants.items():
-                path = Path(tmp) / "variant.onnx"
-                quantize_int8(fp32, path, calibration, **options)
-                s1 = onnx_session(path, 1)
-                results["int8_variants_ms"][name] = median_ms(lambda s=s1: s.run(None, {"images": one}), 50, 500)
+            sessions = {"fp32 (the same rounds)": single["onnx-fp32"]}
+            for i, (name, options) in enumerate(variants.items()):
+                quantize_int8(fp32, Path(tmp) / f"variant{i}.onnx", calibration, **options)
+                sessions[name] = onnx_session(Path(tmp) / f"variant{i}.onnx", 1)
+            results["int8_variants_ms"] = interleaved_ms({name: lambda s=s: s.run(None, {"images": one})
+                                                          for name, s in sessions.items()})
 
         if args.int8_profile:
             results["op_profile_ms"] = {name: op_profile(path, one) for name, path in (("fp32", fp32), ("int8", int8))}
