@@ -178,3 +178,85 @@ def test_fidelity_warning_names_the_fix():
     assert fidelity_warning(fidelity(0.9999), "int8") is None
     assert "--int8-weights uint8" in fidelity_warning(fidelity(0.98), "int8")
     assert "fp32 graph" in fidelity_warning(fidelity(0.98), "uint8")
+
+
+@pytest.mark.parametrize("weights", ["uint8", "int8"])
+def test_qdq_graph_computes_what_onnxruntime_computes(exported, tmp_path, weights):
+    """train.qat.QDQGraph runs the int8 graph in PyTorch: with the stored integer weights it matches
+    onnxruntime running the graph node by node; with its float weights quantised on the fly (what
+    distillation trains), it matches again, and with uint8 weights also onnxruntime's fused kernels."""
+    from train.edge import onnx_session
+    from train.export import FP32, prepare_graph, quantize_int8
+    from train.qat import QDQGraph
+
+    root, _, data = exported
+    int8, prepared = tmp_path / "int8.onnx", tmp_path / "prepared.onnx"
+    quantize_int8(root / "edge" / FP32, int8, sample_images([data], 32, 32, 128), weights=weights)
+    prepare_graph(root / "edge" / FP32, prepared)
+    graph = QDQGraph(int8, prepared)
+    images = sample_images([data], 32, 32, 128, seed=9)
+    graph_order = onnx_session(int8, optimize=False).run(["embeddings"], {"images": images})[0]
+    with torch.no_grad():
+        graph.exact_weights = True
+        exact = graph(torch.from_numpy(images)).numpy()
+        graph.exact_weights = False
+        tuned_form = graph(torch.from_numpy(images)).numpy()
+    def agree(a: np.ndarray, b: np.ndarray) -> bool:
+        # most images match to float precision; on this tiny net a rounding tie decided the other way moves
+        # its coarse embedding by whole levels, so a few images may differ more (0.994 seen)
+        cosine = (a * b).sum(axis=1)
+        return np.median(cosine) >= 0.99999 and cosine.mean() >= 0.99
+
+    assert agree(exact, graph_order) and agree(tuned_form, exact)
+    if weights == "uint8":
+        assert agree(tuned_form, onnx_session(int8).run(["embeddings"], {"images": images})[0])
+
+
+def test_distillation_trains_the_int8_graph(exported, tmp_path):
+    from train.edge import onnx_session
+    from train.export import FP32, prepare_graph, quantize_int8
+    from train.qat import DistilConfig, QDQGraph, distil, write_tuned
+
+    root, _, data = exported
+    fp32, int8, prepared = root / "edge" / FP32, tmp_path / "int8.onnx", tmp_path / "prepared.onnx"
+    images = sample_images([data], 32, 32, 128)
+    quantize_int8(fp32, int8, images)
+    prepare_graph(fp32, prepared)
+    graph = QDQGraph(int8, prepared)
+    before = graph.weights()
+    teacher = onnx_session(fp32)
+    record = distil(graph, lambda x: teacher.run(["embeddings"], {"images": x})[0], np.load(root / "edge" / "gallery.npy"),
+                    images, DistilConfig(steps=40, lr=1e-3, batch=32))
+    assert record["steps"] == 40 and record["loss_last"] < record["loss_first"]
+    after = graph.weights()
+    assert set(after) == set(before) and any(not np.array_equal(after[k], before[k]) for k in before)
+    write_tuned(prepared, after, tmp_path / "tuned.onnx")  # the tuned fp32 graph runs and carries the new weights
+    tuned = onnx_session(tmp_path / "tuned.onnx").run(["embeddings"], {"images": images})[0]
+    assert tuned.shape == (32, 128) and np.allclose(np.linalg.norm(tuned, axis=1), 1, atol=1e-4)
+
+
+def test_quantize_command_adds_int8_to_an_export(exported, tmp_path):
+    import shutil
+
+    from train.edge import EdgeModel
+
+    root, _, data = exported
+    folder = tmp_path / "edge"
+    shutil.copytree(root / "edge", folder)
+    before = json.loads((folder / "manifest.json").read_text())
+    result = runner.invoke(app, ["quantize", "--export", str(folder), "--calibration", str(data)])
+    assert result.exit_code == 1 and "already has an int8 graph; pass --overwrite" in result.output
+    result = runner.invoke(app, ["quantize", "--export", str(folder), "--calibration", str(data), "--overwrite",
+                                 "--calibration-images", "16", "--distil-steps", "4"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["int8"]["distillation"]["steps"] == 4 and manifest["int8"]["calibration_images"] == 16
+    assert manifest["files"]["image_tower.onnx"] == before["files"]["image_tower.onnx"]
+    assert manifest["files"]["image_tower.int8.onnx"] != before["files"]["image_tower.int8.onnx"]
+    assert EdgeModel(folder, int8=True).embed(sample_images([data], 4, 32, 128)).shape == (4, 128)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(before["files"]) + ["manifest.json"]  # no temporaries
+    (folder / "gallery.npy").write_bytes(b"changed")
+    result = runner.invoke(app, ["quantize", "--export", str(folder), "--calibration", str(data), "--overwrite"])
+    assert result.exit_code == 1 and "changed since export" in result.output
+    result = runner.invoke(app, ["quantize", "--export", str(tmp_path / "none"), "--calibration", str(data)])
+    assert result.exit_code == 1 and "no readable manifest.json" in result.output

@@ -364,15 +364,38 @@ def search(
     out.print(table)
 
 
+CalibrationOpt = Annotated[list[Path] | None, typer.Option("--calibration", help="Shards to draw calibration (and check) images from; repeatable.")]
+CalibrationImagesOpt = Annotated[int, typer.Option("--calibration-images", min=16, help="Images for int8 calibration.")]
+CalibrationMethodOpt = Annotated[str, typer.Option("--calibration-method", help="int8 activation ranges: minmax (the extremes) or percentile (0.001st–99.999th).")]
+Int8WeightsOpt = Annotated[str, typer.Option("--int8-weights", help="uint8 (per channel, zero point 128): exact on every CPU. int8: for VNNI/ARM CPUs and TensorRT; x86 CPUs without AVX-VNNI saturate uint8×int8 products and lose accuracy (docs/benchmarks.md).")]
+DistilStepsOpt = Annotated[int, typer.Option("--distil-steps", min=0, help="Tune the int8 graph's weights for this many steps against onnxruntime's own roundings, distilling the fp32 graph's gallery ranking (train.qat; ~300 halves the Acc@1 cost; minutes on a CPU).")]
+
+
+def _print_int8(manifest: dict, weights: str) -> None:
+    from train.export import fidelity_warning
+
+    record = manifest["int8"]
+    if "distillation" in record:
+        d = record["distillation"]
+        out.print(f"distilled int8 for {d['steps']} steps: loss {d['loss_first']:.4f} → {d['loss_last']:.4f}", highlight=False)
+    fp32, kernels = record["fidelity"]["cosine_to_fp32"], record["fidelity"]["cosine_kernels_to_graph"]
+    out.print(f"int8 vs fp32 cosine: mean {fp32['mean']:.4f}, least {fp32['least']:.4f}; this CPU's int8 kernels vs "
+              f"the QDQ graph: mean {kernels['mean']:.5f}", highlight=False, soft_wrap=True)
+    warning = fidelity_warning(record["fidelity"], weights)
+    if warning:
+        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+
+
 @app.command("export")
 def export_cmd(
     ckpt: Annotated[Path, typer.Option("--ckpt", help="The run to export (its final model).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to create: ONNX graphs, gallery, manifest.")],
     int8: Annotated[bool, typer.Option("--int8", help="Also a static int8 (QDQ) graph, calibrated on --calibration images: 3× smaller, for int8 hardware (on x86 CPUs the fp32 graph is faster; docs/benchmarks.md). The manifest records its cosine to fp32.")] = False,
-    calibration: Annotated[list[Path] | None, typer.Option("--calibration", help="Shards to draw calibration (and parity-check) images from; repeatable.")] = None,
-    calibration_images: Annotated[int, typer.Option("--calibration-images", min=16, help="Images for int8 calibration.")] = 512,
-    calibration_method: Annotated[str, typer.Option("--calibration-method", help="int8 activation ranges: minmax (the extremes) or percentile (0.001st–99.999th).")] = "minmax",
-    int8_weights: Annotated[str, typer.Option("--int8-weights", help="uint8 (per-channel, asymmetric): exact on every CPU. int8 (symmetric): for VNNI/ARM CPUs and TensorRT; x86 CPUs without AVX-VNNI saturate uint8×int8 products and lose accuracy (docs/benchmarks.md).")] = "uint8",
+    calibration: CalibrationOpt = None,
+    calibration_images: CalibrationImagesOpt = 512,
+    calibration_method: CalibrationMethodOpt = "minmax",
+    int8_weights: Int8WeightsOpt = "uint8",
+    distil_steps: DistilStepsOpt = 0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the calibration draw.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export at --out.")] = False,
     text_encoder: TextEncoderOpt = None,
@@ -381,7 +404,7 @@ def export_cmd(
     """Export a run for devices: the image tower as ONNX (dynamic batch; --int8 adds static int8), the text
     embeddings of every lexicon entry, and a manifest. `train search --onnx OUT --image word.png` uses it."""
     from train.evaluate import load_model
-    from train.export import ExportError, export_run, fidelity_warning
+    from train.export import ExportError, export_run
 
     try:
         lex = load_lexicon(lexicon)
@@ -389,7 +412,7 @@ def export_cmd(
         with err.status("export") as status:
             manifest = export_run(model, run, out_dir, lex, int8=int8, calibration=list(calibration or []),
                                   calibration_images=calibration_images, calibration_method=calibration_method,
-                                  int8_weights=int8_weights, seed=seed, overwrite=overwrite,
+                                  int8_weights=int8_weights, distil_steps=distil_steps, seed=seed, overwrite=overwrite,
                                   progress=lambda msg: status.update(msg))
     except (*_errors(), ExportError, ValueError) as exc:
         raise _fail(str(exc).splitlines()[0])
@@ -397,13 +420,33 @@ def export_cmd(
     out.print(f"{out_dir}: {', '.join(manifest['files'])}; ONNX fp32 vs PyTorch cosine ≥ {parity['min_cosine']:.6f} "
               f"on {parity['images']} images", highlight=False, soft_wrap=True)
     if manifest["int8"]:
-        f = manifest["int8"]["fidelity"]
-        fp32, kernels = f["cosine_to_fp32"], f["cosine_kernels_to_graph"]
-        out.print(f"int8 vs fp32 cosine: mean {fp32['mean']:.4f}, least {fp32['least']:.4f}; this CPU's int8 kernels vs "
-                  f"the QDQ graph: mean {kernels['mean']:.5f}", highlight=False, soft_wrap=True)
-        warning = fidelity_warning(f, int8_weights)
-        if warning:
-            err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+        _print_int8(manifest, int8_weights)
+
+
+@app.command("quantize")
+def quantize_cmd(
+    export: Annotated[Path, typer.Option("--export", help="A `train export` folder (its fp32 graph and gallery are used; the run is not needed).")],
+    calibration: CalibrationOpt = None,
+    calibration_images: CalibrationImagesOpt = 512,
+    calibration_method: CalibrationMethodOpt = "minmax",
+    int8_weights: Int8WeightsOpt = "uint8",
+    distil_steps: DistilStepsOpt = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the calibration draw.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the export's int8 graph if it has one.")] = False,
+) -> None:
+    """Add the int8 graph to an existing export, or make it again with other settings: `train export
+    --int8` without the run, e.g. for an export brought back from a GPU machine."""
+    from train.export import ExportError, quantize_export
+
+    try:
+        with err.status("quantize") as status:
+            manifest = quantize_export(export, list(calibration or []), images=calibration_images,
+                                       method=calibration_method, weights=int8_weights, distil_steps=distil_steps,
+                                       seed=seed, overwrite=overwrite, progress=lambda msg: status.update(msg))
+    except (*_errors(), ExportError, ValueError) as exc:
+        raise _fail(str(exc).splitlines()[0])
+    out.print(f"{export}: image_tower.int8.onnx written", highlight=False)
+    _print_int8(manifest, int8_weights)
 
 
 @app.command()

@@ -2,7 +2,7 @@
 fp32, ONNX Runtime fp32 and ONNX Runtime int8 (static QDQ), the model files' sizes, and — given a run and a
 held-out set — the Acc@1 that int8 costs.
 
-    .venv/bin/python tests/benchmarks/bench_export.py [--run RUN --data OOD --calibration SHARDS] [--json F]
+    .venv/bin/python tests/benchmarks/bench_export.py [--run RUN | --export DIR] [--data OOD --calibration SHARDS] [--json F]
 
 - Latency: batch 1, one thread, median of 500 calls after 50 warm-up calls, at the run's input size
   (default 64×256, the paper's). The paper reports 2.89 ms on an RTX 4090. The ONNX graphs compared
@@ -15,8 +15,9 @@ held-out set — the Acc@1 that int8 costs.
   weights (the export's default) and int8 weights (u8×s8 products saturate on x86 without VNNI).
 - --int8-sqnr: the int8 graph's error tensor by tensor (SQNR against fp32, on held-out images).
 - --openvino: the peer runtime OpenVINO on the same ONNX files (`pip install '.[bench]'`).
-- Without --run, the tower is randomly initialised and int8 is calibrated on random images: the speed
-  is the same, the accuracy figures need a real run.
+- Without --run or --export, the tower is randomly initialised and int8 is calibrated on random images:
+  the speed is the same, the accuracy figures need a real run. --export takes a `train export` folder
+  instead of a run (its fp32 graph and gallery), for runs whose weights stayed on another machine.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import itertools
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -170,12 +172,27 @@ def int8_sqnr(fp32: Path, int8: Path, images: np.ndarray, tmp: Path) -> dict[str
     return {name: float(errors[name]["xmodel_err"]) for name in order if "xmodel_err" in errors.get(name, {})}
 
 
+def int8_accuracy(folder: Path, data: list[Path], cores: int, images: np.ndarray | None = None, **options) -> dict[str, float]:
+    """Acc@1 per language of the int8 graph of the export in `folder` on the `data` shards; with `images`,
+    quantised again first (`quantize_int8` with `options`). The manifest takes the file's new digest,
+    since the re-quantised file is this benchmark's own."""
+    from synth.files import sha256_file
+    from train.edge import EdgeModel, evaluate_export
+    from train.export import FP32, INT8, MANIFEST
+
+    if images is not None:
+        quantize_int8(folder / FP32, folder / INT8, images, **options)
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    manifest["files"][INT8] = sha256_file(folder / INT8)
+    (folder / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    return {lang: r["acc@1"] for lang, r in evaluate_export(EdgeModel(folder, int8=True, threads=cores), data).items()}
+
+
 def accuracy_variants(folder: Path, args, cores: int) -> dict:
     """int8 Acc@1 (MinMax) with parts of the tower kept in fp32, re-quantising the export in `folder`. Parts
     are picked on the graph quantize_int8 quantises (`prepare_graph`), by their place in it."""
-    from synth.files import sha256_file
-    from train.edge import EdgeModel, evaluate_export
-    from train.export import FP32, INT8, MANIFEST, prepare_graph
+    from train.edge import EdgeModel
+    from train.export import FP32, prepare_graph
 
     nodes = prepare_graph(folder / FP32, folder / "variants.pre.onnx")
     (folder / "variants.pre.onnx").unlink()
@@ -202,20 +219,16 @@ def accuracy_variants(folder: Path, args, cores: int) -> dict:
         "int8 weights (u8×s8)": ({"weights": "int8"}, 512),
         "2,048 calibration images": ({}, 2048),
     }
-    out = {}
-    for name, (options, n) in variants.items():
-        quantize_int8(folder / FP32, folder / INT8, sample_images(args.calibration or args.data, n, h, w), **options)
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        manifest["files"][INT8] = sha256_file(folder / INT8)  # the re-quantised file is this benchmark's own
-        (folder / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
-        report = evaluate_export(EdgeModel(folder, int8=True, threads=cores), args.data)
-        out[f"onnx-int8 (minmax, {name})"] = {lang: r["acc@1"] for lang, r in report.items()}
-    return out
+    return {f"onnx-int8 (minmax, {name})": int8_accuracy(folder, args.data, cores,
+                                                         sample_images(args.calibration or args.data, n, h, w), **options)
+            for name, (options, n) in variants.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="a trained run (default: a random tower at 64×256)")
+    parser.add_argument("--export", type=Path, help="instead of --run, a `train export` folder (its fp32 graph and "
+                        "gallery; no PyTorch figures), e.g. one brought back from a GPU machine without the weights")
     parser.add_argument("--data", type=Path, action="append", help="held-out shards for the int8 accuracy check")
     parser.add_argument("--calibration", type=Path, action="append", help="shards for int8 calibration")
     parser.add_argument("--calibration-images", type=int, default=512)
@@ -224,6 +237,8 @@ def main() -> None:
                         help="comma-separated int8 calibrations to measure Acc@1 for (minmax, percentile)")
     parser.add_argument("--int8-accuracy-variants", action="store_true",
                         help="also measure Acc@1 with some layers kept in fp32, and with 2,048 calibration images")
+    parser.add_argument("--int8-distil-steps", type=int, default=0,
+                        help="also Acc@1 of int8 distilled for this many steps (train quantize --distil-steps)")
     parser.add_argument("--int8-profile", action="store_true",
                         help="also profile fp32 and int8 per kind of operator, and time int8-friendlier networks")
     parser.add_argument("--openvino", action="store_true", help="also time OpenVINO on the same files (peer)")
@@ -234,20 +249,33 @@ def main() -> None:
     args = parser.parse_args()
     cores = os.cpu_count() or 1
 
+    if args.run and args.export:
+        parser.error("pass --run or --export, not both")
+    tower = None
     if args.run:
         from train.evaluate import load_model
 
         model, _, _ = load_model(args.run, device="cpu")
-        tower = model.image
+        tower = model.image.eval()
+        h, w = tower.config.image_height, tower.config.image_width
+    elif args.export:
+        from train.edge import EdgeModel
+
+        h, w = EdgeModel(args.export).manifest["input"]["shape"][2:]
     else:
         torch.manual_seed(0)
-        tower = ImageTower(ImageTowerConfig())
-    tower.eval()
-    h, w = tower.config.image_height, tower.config.image_width
-    results: dict = {"input": f"{h}x{w}", "cores": cores, "batch": args.batch, "torch": torch.__version__}
+        tower = ImageTower(ImageTowerConfig()).eval()
+        h, w = tower.config.image_height, tower.config.image_width
+    results: dict = {"input": f"{h}x{w}", "cores": cores, "batch": args.batch, "torch": torch.__version__,
+                     "latency_ms": {}, "images_per_s": {}}
     with tempfile.TemporaryDirectory() as tmp:
+        from train.export import FP32
+
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        export_onnx(tower, fp32)
+        if tower is None:
+            shutil.copyfile(args.export / FP32, fp32)
+        else:
+            export_onnx(tower, fp32)
         calibration = (sample_images(args.calibration, args.calibration_images, h, w) if args.calibration
                        else np.random.default_rng(0).random((64, 1, h, w), dtype=np.float32))
         quantize_int8(fp32, int8, calibration)
@@ -260,12 +288,13 @@ def main() -> None:
         one = np.random.default_rng(1).random((1, 1, h, w), dtype=np.float32)
         many = np.random.default_rng(2).random((args.batch, 1, h, w), dtype=np.float32)
 
-        torch.set_num_threads(1)
-        with torch.no_grad():
-            x1, xn = torch.from_numpy(one), torch.from_numpy(many)
-            results["latency_ms"] = {"pytorch-fp32": median_ms(lambda: tower(x1), 50, 500)}
-            torch.set_num_threads(cores)
-            results["images_per_s"] = {"pytorch-fp32": args.batch / median_ms(lambda: tower(xn), 2, 10) * 1000}
+        if tower is not None:
+            torch.set_num_threads(1)
+            with torch.no_grad():
+                x1, xn = torch.from_numpy(one), torch.from_numpy(many)
+                results["latency_ms"]["pytorch-fp32"] = median_ms(lambda: tower(x1), 50, 500)
+                torch.set_num_threads(cores)
+                results["images_per_s"]["pytorch-fp32"] = args.batch / median_ms(lambda: tower(xn), 2, 10) * 1000
         single = {"onnx-fp32": onnx_session(fp32, 1), "onnx-int8": onnx_session(int8, 1),  # all graph optimisations
                   "onnx-int8 (int8 weights)": onnx_session(signed, 1)}
         results["latency_ms"].update(interleaved_ms({name: lambda s=s: s.run(None, {"images": one}) for name, s in single.items()}))
@@ -289,26 +318,35 @@ def main() -> None:
 
         if args.int8_profile:
             results["op_profile_ms"] = {name: op_profile(path, one) for name, path in (("fp32", fp32), ("int8", int8))}
-            results["networks_ms"] = network_variants(tower, calibration, one, Path(tmp))
+            if tower is not None:  # the variants are made from the PyTorch tower
+                results["networks_ms"] = network_variants(tower, calibration, one, Path(tmp))
         if args.openvino:
             results["latency_ms"].update(openvino_latency(fp32, int8, one))
 
-        if args.run and args.data:
+        if (args.run or args.export) and args.data:
             from synth.lexicon import load_lexicon
             from train.edge import EdgeModel, evaluate_export
             from train.export import export_run
 
-            results["acc@1"] = {}
+            folder = Path(tmp) / "export"
+            if args.export:
+                shutil.copytree(args.export, folder)
+            else:
+                export_run(model, args.run, folder, load_lexicon())
+            report = evaluate_export(EdgeModel(folder, threads=cores), args.data)
+            results["acc@1"] = {"onnx-fp32": {lang: r["acc@1"] for lang, r in report.items()}}
             for method in args.calibration_methods.split(","):
-                folder = Path(tmp) / f"export-{method}"
-                export_run(model, args.run, folder, load_lexicon(), int8=True, calibration=args.calibration or args.data,
-                           calibration_images=args.calibration_images, calibration_method=method)
-                for name, use_int8 in (("onnx-fp32", False), (f"onnx-int8 ({method})", True)):
-                    if name not in results["acc@1"]:
-                        report = evaluate_export(EdgeModel(folder, int8=use_int8, threads=cores), args.data)
-                        results["acc@1"][name] = {lang: r["acc@1"] for lang, r in report.items()}
+                results["acc@1"][f"onnx-int8 ({method})"] = int8_accuracy(folder, args.data, cores, calibration, method=method)
+            if args.int8_distil_steps:
+                from train.export import GALLERY, INT8, int8_graph
+
+                results["int8_distillation"] = int8_graph(
+                    folder / FP32, folder / INT8, np.load(folder / GALLERY), args.calibration or args.data, h, w,
+                    images=args.calibration_images, distil_steps=args.int8_distil_steps)["distillation"]
+                results["acc@1"][f"onnx-int8 (minmax, distilled {args.int8_distil_steps} steps)"] = int8_accuracy(
+                    folder, args.data, cores)
             if args.int8_accuracy_variants:
-                results["acc@1"].update(accuracy_variants(Path(tmp) / "export-minmax", args, cores))
+                results["acc@1"].update(accuracy_variants(folder, args, cores))
         if args.int8_sqnr:
             results["int8_sqnr_db"] = int8_sqnr(fp32, int8, held_out, Path(tmp))
 
@@ -327,7 +365,7 @@ def main() -> None:
         for kind in sorted(set(fp32_ops) | set(int8_ops), key=lambda k: -max(fp32_ops.get(k, 0), int8_ops.get(k, 0))):
             print(f"  {kind:28} {fp32_ops.get(kind, 0):7.3f} {int8_ops.get(kind, 0):7.3f}")
         print(f"  {'total':28} {sum(fp32_ops.values()):7.3f} {sum(int8_ops.values()):7.3f}")
-        for name, ms in results["networks_ms"].items():
+        for name, ms in results.get("networks_ms", {}).items():
             print(f"latency, batch 1, 1 thread, {h}×{w}, {name}: fp32 {ms['fp32']:.3f} ms, int8 {ms['int8']:.3f} ms "
                   f"({ms['int8'] / ms['fp32']:.2f}×)")
     if "int8_sqnr_db" in results:
@@ -340,7 +378,8 @@ def main() -> None:
     print("int8 kernels on this CPU vs the QDQ graph's arithmetic, mean cosine: " +
           ", ".join(f"{name} {c:.5f}" for name, c in results["int8_kernels_vs_graph"].items()))
     fp32_ms, int8_ms = results["latency_ms"]["onnx-fp32"], results["latency_ms"]["onnx-int8"]
-    print(f"int8 / fp32 latency: {int8_ms / fp32_ms:.2f}×; ONNX fp32 / PyTorch: {fp32_ms / results['latency_ms']['pytorch-fp32']:.2f}×")
+    print(f"int8 / fp32 latency: {int8_ms / fp32_ms:.2f}×" + (f"; ONNX fp32 / PyTorch: {fp32_ms / results['latency_ms']['pytorch-fp32']:.2f}×"
+                                                            if "pytorch-fp32" in results["latency_ms"] else ""))
     for name, accs in results.get("acc@1", {}).items():
         print(f"Acc@1, {name}: " + ", ".join(f"{lang} {a:.4f}" for lang, a in accs.items()))
     if args.json:
