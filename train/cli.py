@@ -368,6 +368,7 @@ CalibrationOpt = Annotated[list[Path] | None, typer.Option("--calibration", help
 CalibrationImagesOpt = Annotated[int, typer.Option("--calibration-images", min=16, help="Images for int8 calibration.")]
 CalibrationMethodOpt = Annotated[str, typer.Option("--calibration-method", help="int8 activation ranges: minmax (the extremes) or percentile (0.001st–99.999th).")]
 Int8WeightsOpt = Annotated[str, typer.Option("--int8-weights", help="uint8 (per channel, zero point 128): exact on every CPU. int8: for VNNI/ARM CPUs and TensorRT; x86 CPUs without AVX-VNNI saturate uint8×int8 products and lose accuracy (docs/benchmarks.md).")]
+CalibrationSeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the calibration draw.")]
 DistilStepsOpt = Annotated[int, typer.Option("--distil-steps", min=0, help="Tune the int8 graph's weights for this many steps against onnxruntime's own roundings, distilling the fp32 graph's gallery ranking (train.qat; ~300 halves the Acc@1 cost; minutes on a CPU).")]
 
 
@@ -396,7 +397,7 @@ def export_cmd(
     calibration_method: CalibrationMethodOpt = "minmax",
     int8_weights: Int8WeightsOpt = "uint8",
     distil_steps: DistilStepsOpt = 0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the calibration draw.")] = 0,
+    seed: CalibrationSeedOpt = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export at --out.")] = False,
     text_encoder: TextEncoderOpt = None,
     lexicon: LexiconOpt = None,
@@ -431,7 +432,7 @@ def quantize_cmd(
     calibration_method: CalibrationMethodOpt = "minmax",
     int8_weights: Int8WeightsOpt = "uint8",
     distil_steps: DistilStepsOpt = 0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the calibration draw.")] = 0,
+    seed: CalibrationSeedOpt = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the export's int8 graph if it has one.")] = False,
 ) -> None:
     """Add the int8 graph to an existing export, or make it again with other settings: `train export

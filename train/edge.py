@@ -32,24 +32,32 @@ def onnx_session(path: Path, threads: int = 1, optimize: bool = True):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def read_manifest(folder: Path, files: Sequence[str]) -> dict:
+    """An export folder's manifest, after checking its format and that each of `files` is listed and
+    unchanged (sha256)."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise EdgeError(f"{folder}: no readable manifest.json; make one with `train export`") from None
+    if manifest.get("format") != FORMAT:
+        raise EdgeError(f"{folder}/manifest.json: format {manifest.get('format')!r}, expected {FORMAT}")
+    for file in files:
+        if file not in manifest["files"]:
+            raise EdgeError(f"{folder} has no {file}; export with --int8 to get one")
+        path = folder / file
+        if not path.is_file() or sha256_file(path) != manifest["files"][file]:
+            raise EdgeError(f"{path}: missing or changed since export (sha256 differs); export again")
+    return manifest
+
+
 class EdgeModel:
     """An exported image tower and its text gallery."""
 
     def __init__(self, folder: Path, int8: bool = False, threads: int = 1) -> None:
         self.folder = Path(folder)
-        try:
-            self.manifest = json.loads((self.folder / "manifest.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise EdgeError(f"{self.folder}: no readable manifest.json; make one with `train export`") from None
-        if self.manifest.get("format") != FORMAT:
-            raise EdgeError(f"{self.folder}/manifest.json: format {self.manifest.get('format')!r}, expected {FORMAT}")
         name = "image_tower.int8.onnx" if int8 else "image_tower.onnx"
-        if name not in self.manifest["files"]:
-            raise EdgeError(f"{self.folder} has no {name}; export with --int8 to get one")
-        for file in (name, "gallery.npy", "gallery.tsv"):
-            path = self.folder / file
-            if not path.is_file() or sha256_file(path) != self.manifest["files"][file]:
-                raise EdgeError(f"{path}: missing or changed since export (sha256 differs); export again")
+        self.manifest = read_manifest(self.folder, (name, "gallery.npy", "gallery.tsv"))
         self.session = onnx_session(self.folder / name, threads)
         self.height, self.width = self.manifest["input"]["shape"][2:]
         self.gallery = np.load(self.folder / "gallery.npy")

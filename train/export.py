@@ -29,7 +29,7 @@ import torch
 
 from synth.files import atomic_folder, replace_refusal, sha256_file
 from synth.lexicon import LANGS, Lexicon
-from train.edge import onnx_session
+from train.edge import onnx_session, read_manifest
 from train.evaluate import embed_texts
 from train.image_tower import ImageTower
 from train.model import DualEncoder
@@ -209,11 +209,11 @@ def check_int8_options(method: str, weights: str) -> None:
 
 def int8_graph(fp32: Path, int8: Path, gallery: np.ndarray, calibration: Sequence[Path], height: int, width: int, *,
                images: int = 512, method: str = "minmax", weights: str = "uint8", distil_steps: int = 0, seed: int = 0,
-               say: Callable[[str], None] = lambda _msg: None) -> dict:
+               check: np.ndarray | None = None, say: Callable[[str], None] = lambda _msg: None) -> dict:
     """Write the int8 graph of `fp32` at `int8` and return the manifest's int8 record: `quantize_int8` on
     `images` calibration images drawn (seeded) from `calibration`; with `distil_steps`, the weights are
     first tuned against onnxruntime's roundings (`train.qat`, the gallery as the target) and quantised
-    again; then `int8_fidelity` on 64 other images from the same shards."""
+    again; then `int8_fidelity` on `check`, by default 64 other images from the same shards."""
     say("calibrating and quantising to int8")
     sample = sample_images(calibration, images, height, width, seed)
     record = quantize_int8(fp32, int8, sample, method=method, weights=weights)
@@ -239,7 +239,9 @@ def int8_graph(fp32: Path, int8: Path, gallery: np.ndarray, calibration: Sequenc
         finally:
             prepared.unlink(missing_ok=True)
             tuned.unlink(missing_ok=True)
-    record["fidelity"] = int8_fidelity(fp32, int8, sample_images(calibration, 64, height, width, seed + 1))
+    if check is None:
+        check = sample_images(calibration, 64, height, width, seed + 1)
+    record["fidelity"] = int8_fidelity(fp32, int8, check)
     return {**record, "data": [str(Path(p).resolve()) for p in calibration], "seed": seed}
 
 
@@ -279,7 +281,7 @@ def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, in
         if int8:
             quant = int8_graph(tmp / FP32, tmp / INT8, gallery, calibration, c.image_height, c.image_width,
                                images=calibration_images, method=calibration_method, weights=int8_weights,
-                               distil_steps=distil_steps, seed=seed, say=say)
+                               distil_steps=distil_steps, seed=seed, check=check, say=say)
         manifest = {
             "format": FORMAT, "run": str(Path(run).resolve()), "weights_sha256": weights_digest(model),
             "input": {"name": "images", "shape": ["batch", 1, c.image_height, c.image_width],
@@ -304,15 +306,7 @@ def quantize_export(folder: Path, calibration: Sequence[Path], *, images: int = 
     check_int8_options(method, weights)
     if not calibration:
         raise ExportError("int8 needs calibration images: pass --calibration SHARDS (a few hundred training images)")
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise ExportError(f"{folder}: no readable {MANIFEST}; make the export with `train export`") from None
-    if manifest.get("format") != FORMAT:
-        raise ExportError(f"{folder / MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT}")
-    for name in (FP32, GALLERY):
-        if not (folder / name).is_file() or sha256_file(folder / name) != manifest["files"].get(name):
-            raise ExportError(f"{folder / name}: missing or changed since export (sha256 differs); export again")
+    manifest = read_manifest(folder, (FP32, GALLERY))  # EdgeError (a ValueError) names the fault
     if manifest.get("int8") and not overwrite:
         raise ExportError(f"{folder} already has an int8 graph; pass --overwrite to replace it")
     height, width = manifest["input"]["shape"][2:]
