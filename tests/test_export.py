@@ -239,6 +239,7 @@ def test_quantize_command_adds_int8_to_an_export(exported, tmp_path):
     import shutil
 
     from train.edge import EdgeModel
+    from train.export import activation_scales
 
     root, _, data = exported
     folder = tmp_path / "edge"
@@ -247,8 +248,16 @@ def test_quantize_command_adds_int8_to_an_export(exported, tmp_path):
     result = runner.invoke(app, ["quantize", "--export", str(folder), "--calibration", str(data)])
     assert result.exit_code == 1 and "already has an int8 graph; pass --overwrite" in result.output
     result = runner.invoke(app, ["quantize", "--export", str(folder), "--calibration", str(data), "--overwrite",
+                                 "--calibration-images", "16"])
+    assert result.exit_code == 0, result.output
+    calibrated = activation_scales(folder / "image_tower.int8.onnx")
+    result = runner.invoke(app, ["quantize", "--export", str(folder), "--calibration", str(data), "--overwrite",
                                  "--calibration-images", "16", "--distil-steps", "4"])
     assert result.exit_code == 0, result.output
+    # the distilled weights are quantised at the activation scales they were tuned for
+    kept = activation_scales(folder / "image_tower.int8.onnx")
+    assert kept.keys() == calibrated.keys()
+    assert all(np.array_equal(kept[k][0]["scale"], calibrated[k][0]["scale"]) for k in kept)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["int8"]["distillation"]["steps"] == 4 and manifest["int8"]["calibration_images"] == 16
     assert manifest["files"]["image_tower.onnx"] == before["files"]["image_tower.onnx"]
