@@ -232,8 +232,8 @@ def int8_graph(fp32: Path, int8: Path, gallery: np.ndarray, calibration: Sequenc
                 lambda step, loss: say(f"distilling int8 against fp32: step {step}/{distil_steps}, loss {loss:.4f}"))
             write_tuned(prepared, graph.weights(), tuned)
             say("quantising the distilled weights")
-            # at the activation scales they were tuned for, not re-calibrated ones (measured better on the
-            # paper-size run: −1.16 against −1.34 points of Acc@1)
+            # at the activation scales they were tuned for, not re-calibrated ones (re-calibrating measured
+            # worse on the paper-size run, in a scratch trial)
             quantize_int8(tuned, int8, sample, method=method, weights=weights,
                           extra_options={"TensorQuantOverrides": activation_scales(int8)})
         finally:
