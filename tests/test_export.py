@@ -269,3 +269,35 @@ def test_quantize_command_adds_int8_to_an_export(exported, tmp_path):
     assert result.exit_code == 1 and "changed since export" in result.output
     result = runner.invoke(app, ["quantize", "--export", str(tmp_path / "none"), "--calibration", str(data)])
     assert result.exit_code == 1 and "no readable manifest.json" in result.output
+
+
+def test_int8_fp32_stages_keep_the_first_stages_in_fp32(exported, tmp_path):
+    """--int8-fp32-stages N leaves the tower's first N stages unquantised: their convolutions read float
+    weights and float inputs, every later one dequantised integers. The manifest records N; more stages
+    than the tower has is refused, leaving the export as it was."""
+    import re
+    import shutil
+
+    import onnx
+
+    root, _, data = exported
+    folder = tmp_path / "edge"
+    shutil.copytree(root / "edge", folder)
+    result = runner.invoke(app, ["quantize", "--export", str(folder), "--calibration", str(data), "--overwrite",
+                                 "--calibration-images", "16", "--int8-fp32-stages", "2"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((folder / "manifest.json").read_text())["int8"]["fp32_stages"] == 2
+    graph = onnx.load(folder / "image_tower.int8.onnx").graph
+    dequantised = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    stages = {}
+    for conv in (n for n in graph.node if n.op_type == "Conv"):
+        stage = int(re.match(r"/features/features\.(\d+)/", conv.name).group(1))
+        stages.setdefault(stage, set()).add((conv.input[0] in dequantised, conv.input[1] in dequantised))
+    assert stages[0] == stages[1] == {(False, False)}
+    assert len(stages) == 13 and all(stages[s] == {(True, True)} for s in range(2, 13))
+
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    result = runner.invoke(app, ["quantize", "--export", str(folder), "--calibration", str(data), "--overwrite",
+                                 "--calibration-images", "16", "--int8-fp32-stages", "13"])
+    assert result.exit_code == 1 and "has 13 stages, so at most 12" in result.output
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

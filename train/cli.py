@@ -368,6 +368,7 @@ CalibrationOpt = Annotated[list[Path] | None, typer.Option("--calibration", help
 CalibrationImagesOpt = Annotated[int, typer.Option("--calibration-images", min=16, help="Images for int8 calibration.")]
 CalibrationMethodOpt = Annotated[str, typer.Option("--calibration-method", help="int8 activation ranges: minmax (the extremes) or percentile (0.001st–99.999th).")]
 Int8WeightsOpt = Annotated[str, typer.Option("--int8-weights", help="uint8 (per channel, zero point 128): exact on every CPU. int8: for VNNI/ARM CPUs and TensorRT; x86 CPUs without AVX-VNNI saturate uint8×int8 products and lose accuracy (docs/benchmarks.md).")]
+Int8Fp32StagesOpt = Annotated[int, typer.Option("--int8-fp32-stages", min=0, help="Keep the image tower's first N stages in fp32 (1: the stem; 2: also block 1; 3: also block 2), where most of the int8 error starts; the rest stays int8 (docs/benchmarks.md measures each).")]
 CalibrationSeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the calibration draw.")]
 DistilStepsOpt = Annotated[int, typer.Option("--distil-steps", min=0, help="Tune the int8 graph's weights for this many steps against onnxruntime's own roundings, distilling the fp32 graph's gallery ranking (train.qat; 300 steps cut the Acc@1 cost from 0.85 to 0.36 points on cpu-small, 1.25 to 0.99 at the paper's size; minutes on a CPU).")]
 
@@ -396,6 +397,7 @@ def export_cmd(
     calibration_images: CalibrationImagesOpt = 512,
     calibration_method: CalibrationMethodOpt = "minmax",
     int8_weights: Int8WeightsOpt = "uint8",
+    int8_fp32_stages: Int8Fp32StagesOpt = 0,
     distil_steps: DistilStepsOpt = 0,
     seed: CalibrationSeedOpt = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export at --out.")] = False,
@@ -413,7 +415,8 @@ def export_cmd(
         with err.status("export") as status:
             manifest = export_run(model, run, out_dir, lex, int8=int8, calibration=list(calibration or []),
                                   calibration_images=calibration_images, calibration_method=calibration_method,
-                                  int8_weights=int8_weights, distil_steps=distil_steps, seed=seed, overwrite=overwrite,
+                                  int8_weights=int8_weights, int8_fp32_stages=int8_fp32_stages, distil_steps=distil_steps,
+                                  seed=seed, overwrite=overwrite,
                                   progress=lambda msg: status.update(msg))
     except (*_errors(), ExportError, ValueError) as exc:
         raise _fail(str(exc).splitlines()[0])
@@ -431,6 +434,7 @@ def quantize_cmd(
     calibration_images: CalibrationImagesOpt = 512,
     calibration_method: CalibrationMethodOpt = "minmax",
     int8_weights: Int8WeightsOpt = "uint8",
+    int8_fp32_stages: Int8Fp32StagesOpt = 0,
     distil_steps: DistilStepsOpt = 0,
     seed: CalibrationSeedOpt = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the export's int8 graph if it has one.")] = False,
@@ -442,7 +446,8 @@ def quantize_cmd(
     try:
         with err.status("quantize") as status:
             manifest = quantize_export(export, list(calibration or []), images=calibration_images,
-                                       method=calibration_method, weights=int8_weights, distil_steps=distil_steps,
+                                       method=calibration_method, weights=int8_weights, fp32_stages=int8_fp32_stages,
+                                       distil_steps=distil_steps,
                                        seed=seed, overwrite=overwrite, progress=lambda msg: status.update(msg))
     except (*_errors(), ExportError, ValueError) as exc:
         raise _fail(str(exc).splitlines()[0])

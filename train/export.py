@@ -18,8 +18,10 @@ The export is written under a temporary name and renamed into place; the fp32 gr
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,13 +31,12 @@ import torch
 
 from synth.files import atomic_folder, replace_refusal, sha256_file
 from synth.lexicon import LANGS, Lexicon
-from train.edge import onnx_session, read_manifest
+from train.edge import FORMAT, onnx_session, read_manifest
 from train.evaluate import embed_texts
 from train.image_tower import ImageTower
 from train.model import DualEncoder
 from train.search import weights_digest
 
-FORMAT = "train-export/1"
 MANIFEST, FP32, INT8, GALLERY, GALLERY_KEYS = "manifest.json", "image_tower.onnx", "image_tower.int8.onnx", "gallery.npy", "gallery.tsv"
 OPSET = 17
 PARITY = 0.999  # least cosine between ONNX fp32 and PyTorch embeddings of the same image
@@ -120,6 +121,20 @@ def prepare_graph(fp32: Path, prepared: Path) -> list:
     return list(model.graph.node)
 
 
+def leading_stages(nodes: Sequence, stages: int) -> list[str]:
+    """The names of the `prepare_graph` nodes from the input through the image tower's first `stages`
+    stages (`features.0`, the stem convolution, then one inverted-residual block each), picked by their
+    place in the graph: what `--int8-fp32-stages` keeps in fp32."""
+    if stages <= 0:
+        return []
+    found = {int(m.group(1)) for n in nodes for m in [re.match(r"/features/features\.(\d+)/", n.name)] if m}
+    if stages >= len(found):
+        raise ExportError(f"--int8-fp32-stages {stages}: the image tower has {len(found)} stages, so at most "
+                          f"{len(found) - 1} can stay in fp32 (0 quantises them all)")
+    boundary = f"/features/features.{stages}/"
+    return [n.name for n in itertools.takewhile(lambda n: not n.name.startswith(boundary), nodes)]
+
+
 # Weight types. uint8 is the default because x86 CPUs without AVX-VNNI (AVX2, AVX-512 before VNNI) multiply
 # uint8 activations by int8 weights with VPMADDUBSW, whose int16 pair sums saturate: onnxruntime's fused
 # u8×s8 kernels then depart from the graph's own arithmetic. Measured on the 2-core AVX2 VM with the
@@ -130,10 +145,11 @@ INT8_WEIGHTS = ("uint8", "int8")
 
 
 def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, batch: int = 32, method: str = "minmax",
-                  weights: str = "uint8", **options) -> dict:
+                  weights: str = "uint8", fp32_stages: int = 0, **options) -> dict:
     """Static QDQ int8 (per-channel `weights`, uint8 activation ranges over `calibration` by `method`: the
-    extremes (minmax) or the 0.001st–99.999th percentiles (percentile)) of the `prepare_graph` graph.
-    `options` override `quantize_static`'s arguments (the benchmark's variants)."""
+    extremes (minmax) or the 0.001st–99.999th percentiles (percentile)) of the `prepare_graph` graph, the
+    tower's first `fp32_stages` stages left in fp32 (`leading_stages`). `options` override
+    `quantize_static`'s arguments (the benchmark's variants)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in CALIBRATION_METHODS:
@@ -143,16 +159,17 @@ def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, batch: int = 
     calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}[method]
     prepared = int8.with_name(int8.name + ".pre.onnx")
     try:
-        prepare_graph(fp32, prepared)
+        excluded = leading_stages(prepare_graph(fp32, prepared), fp32_stages)
         settings = {"quant_format": QuantFormat.QDQ, "per_channel": True, "activation_type": QuantType.QUInt8,
                     "weight_type": {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[weights],
                     "calibrate_method": calibrate, **options}
+        settings["nodes_to_exclude"] = [*excluded, *settings.get("nodes_to_exclude", [])]
         quantize_static(str(prepared), str(int8), image_batches(calibration, batch), **settings)
     finally:
         prepared.unlink(missing_ok=True)
     zero = 128 if weights == "uint8" else 0  # onnxruntime quantises weights symmetrically either way
     return {"format": "QDQ", "weights": f"{weights} per channel (symmetric, zero point {zero})", "activations": "uint8 per tensor",
-            "calibration": method, "calibration_images": len(calibration)}
+            "calibration": method, "calibration_images": len(calibration), "fp32_stages": fp32_stages}
 
 
 def activation_scales(int8: Path) -> dict:
@@ -208,15 +225,15 @@ def check_int8_options(method: str, weights: str) -> None:
 
 
 def int8_graph(fp32: Path, int8: Path, gallery: np.ndarray, calibration: Sequence[Path], height: int, width: int, *,
-               images: int = 512, method: str = "minmax", weights: str = "uint8", distil_steps: int = 0, seed: int = 0,
-               check: np.ndarray | None = None, say: Callable[[str], None] = lambda _msg: None) -> dict:
+               images: int = 512, method: str = "minmax", weights: str = "uint8", fp32_stages: int = 0,
+               distil_steps: int = 0, seed: int = 0, check: np.ndarray | None = None, say: Callable[[str], None] = lambda _msg: None) -> dict:
     """Write the int8 graph of `fp32` at `int8` and return the manifest's int8 record: `quantize_int8` on
     `images` calibration images drawn (seeded) from `calibration`; with `distil_steps`, the weights are
     first tuned against onnxruntime's roundings (`train.qat`, the gallery as the target) and quantised
     again; then `int8_fidelity` on `check`, by default 64 other images from the same shards."""
     say("calibrating and quantising to int8")
     sample = sample_images(calibration, images, height, width, seed)
-    record = quantize_int8(fp32, int8, sample, method=method, weights=weights)
+    record = quantize_int8(fp32, int8, sample, method=method, weights=weights, fp32_stages=fp32_stages)
     if distil_steps:
         from train.qat import DistilConfig, QDQGraph, distil, write_tuned
 
@@ -234,7 +251,7 @@ def int8_graph(fp32: Path, int8: Path, gallery: np.ndarray, calibration: Sequenc
             say("quantising the distilled weights")
             # at the activation scales they were tuned for, not re-calibrated ones (re-calibrating measured
             # worse on the paper-size run, in a scratch trial)
-            quantize_int8(tuned, int8, sample, method=method, weights=weights,
+            quantize_int8(tuned, int8, sample, method=method, weights=weights, fp32_stages=fp32_stages,
                           extra_options={"TensorQuantOverrides": activation_scales(int8)})
         finally:
             prepared.unlink(missing_ok=True)
@@ -247,8 +264,8 @@ def int8_graph(fp32: Path, int8: Path, gallery: np.ndarray, calibration: Sequenc
 
 def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, int8: bool = False,
                calibration: Sequence[Path] = (), calibration_images: int = 512, calibration_method: str = "minmax",
-               int8_weights: str = "uint8", distil_steps: int = 0, seed: int = 0, overwrite: bool = False,
-               progress: Callable[[str], None] | None = None) -> dict:
+               int8_weights: str = "uint8", int8_fp32_stages: int = 0, distil_steps: int = 0, seed: int = 0,
+               overwrite: bool = False, progress: Callable[[str], None] | None = None) -> dict:
     """Write the export folder `out` (see the module docstring) and return its manifest."""
     say = progress or (lambda _msg: None)
     out = Path(out)
@@ -281,7 +298,7 @@ def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, in
         if int8:
             quant = int8_graph(tmp / FP32, tmp / INT8, gallery, calibration, c.image_height, c.image_width,
                                images=calibration_images, method=calibration_method, weights=int8_weights,
-                               distil_steps=distil_steps, seed=seed, check=check, say=say)
+                               fp32_stages=int8_fp32_stages, distil_steps=distil_steps, seed=seed, check=check, say=say)
         manifest = {
             "format": FORMAT, "run": str(Path(run).resolve()), "weights_sha256": weights_digest(model),
             "input": {"name": "images", "shape": ["batch", 1, c.image_height, c.image_width],
@@ -297,8 +314,8 @@ def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, in
 
 
 def quantize_export(folder: Path, calibration: Sequence[Path], *, images: int = 512, method: str = "minmax",
-                    weights: str = "uint8", distil_steps: int = 0, seed: int = 0, overwrite: bool = False,
-                    progress: Callable[[str], None] | None = None) -> dict:
+                    weights: str = "uint8", fp32_stages: int = 0, distil_steps: int = 0, seed: int = 0,
+                    overwrite: bool = False, progress: Callable[[str], None] | None = None) -> dict:
     """Add (or with `overwrite`, replace) the int8 graph of an existing export folder (`int8_graph`), e.g.
     one whose run's weights stayed on another machine; returns the updated manifest. The graph and the
     manifest are written under temporary names and renamed into place."""
@@ -313,7 +330,8 @@ def quantize_export(folder: Path, calibration: Sequence[Path], *, images: int = 
     tmp, tmp_manifest = folder / f".{INT8}.{os.getpid()}.tmp", folder / f".{MANIFEST}.{os.getpid()}.tmp"
     try:
         manifest["int8"] = int8_graph(folder / FP32, tmp, np.load(folder / GALLERY), calibration, height, width,
-                                      images=images, method=method, weights=weights, distil_steps=distil_steps,
+                                      images=images, method=method, weights=weights, fp32_stages=fp32_stages,
+                                      distil_steps=distil_steps,
                                       seed=seed, say=progress or (lambda _msg: None))
         manifest["files"][INT8] = sha256_file(tmp)
         manifest["files"] = dict(sorted(manifest["files"].items()))
