@@ -272,9 +272,9 @@ def test_quantize_command_adds_int8_to_an_export(exported, tmp_path):
 
 
 def test_int8_fp32_stages_keep_the_first_stages_in_fp32(exported, tmp_path):
-    """--int8-fp32-stages N leaves the tower's first N stages unquantised: their convolutions read float
-    weights and float inputs, every later one dequantised integers. The manifest records N; more stages
-    than the tower has is refused, leaving the export as it was."""
+    """--int8-fp32-stages N leaves the tower's first N stages unquantised (distilled or not): their
+    convolutions read float weights and float inputs, every later one dequantised integers. The manifest
+    records N; more stages than the tower has is refused, leaving the export as it was."""
     import re
     import shutil
 
@@ -284,9 +284,10 @@ def test_int8_fp32_stages_keep_the_first_stages_in_fp32(exported, tmp_path):
     folder = tmp_path / "edge"
     shutil.copytree(root / "edge", folder)
     result = runner.invoke(app, ["quantize", "--export", str(folder), "--calibration", str(data), "--overwrite",
-                                 "--calibration-images", "16", "--int8-fp32-stages", "2"])
+                                 "--calibration-images", "16", "--int8-fp32-stages", "2", "--distil-steps", "2"])
     assert result.exit_code == 0, result.output
-    assert json.loads((folder / "manifest.json").read_text())["int8"]["fp32_stages"] == 2
+    record = json.loads((folder / "manifest.json").read_text())["int8"]
+    assert record["fp32_stages"] == 2 and record["distillation"]["steps"] == 2
     graph = onnx.load(folder / "image_tower.int8.onnx").graph
     dequantised = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     stages = {}

@@ -368,7 +368,7 @@ CalibrationOpt = Annotated[list[Path] | None, typer.Option("--calibration", help
 CalibrationImagesOpt = Annotated[int, typer.Option("--calibration-images", min=16, help="Images for int8 calibration.")]
 CalibrationMethodOpt = Annotated[str, typer.Option("--calibration-method", help="int8 activation ranges: minmax (the extremes) or percentile (0.001st–99.999th).")]
 Int8WeightsOpt = Annotated[str, typer.Option("--int8-weights", help="uint8 (per channel, zero point 128): exact on every CPU. int8: for VNNI/ARM CPUs and TensorRT; x86 CPUs without AVX-VNNI saturate uint8×int8 products and lose accuracy (docs/benchmarks.md).")]
-Int8Fp32StagesOpt = Annotated[int, typer.Option("--int8-fp32-stages", min=0, help="Keep the image tower's first N stages in fp32 (1: the stem; 2: also block 1; 3: also block 2), where most of the int8 error starts; the rest stays int8 (docs/benchmarks.md measures each).")]
+Int8Fp32StagesOpt = Annotated[int, typer.Option("--int8-fp32-stages", min=0, help="Keep the image tower's first N stages in fp32 (1: the stem; 2: also block 1; 3: also block 2), where most of the int8 error starts; the rest stays int8. At the paper's size, 3 cut the Acc@1 cost from 1.25 to 0.52 points (docs/benchmarks.md).")]
 CalibrationSeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the calibration draw.")]
 DistilStepsOpt = Annotated[int, typer.Option("--distil-steps", min=0, help="Tune the int8 graph's weights for this many steps against onnxruntime's own roundings, distilling the fp32 graph's gallery ranking (train.qat; 300 steps cut the Acc@1 cost from 0.85 to 0.36 points on cpu-small, 1.25 to 0.99 at the paper's size; minutes on a CPU).")]
 

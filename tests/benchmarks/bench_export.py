@@ -308,8 +308,9 @@ def main() -> None:
             variants = {"QDQ, Conv/Gemm/MatMul only": {"op_types_to_quantize": ["Conv", "Gemm", "MatMul"]},
                         "QDQ, Conv only": {"op_types_to_quantize": ["Conv"]},
                         "QOperator": {"quant_format": QuantFormat.QOperator},
-                        "QDQ, int8 activations and weights": {"activation_type": QuantType.QInt8, "weights": "int8"}}
-            sessions = {"fp32 (the same rounds)": single["onnx-fp32"]}
+                        "QDQ, int8 activations and weights": {"activation_type": QuantType.QInt8, "weights": "int8"},
+                        "QDQ, stem and blocks 1-2 in fp32 (--int8-fp32-stages 3)": {"fp32_stages": 3}}
+            sessions = {"fp32 (the same rounds)": single["onnx-fp32"], "default int8 (the same rounds)": single["onnx-int8"]}
             for i, (name, options) in enumerate(variants.items()):
                 quantize_int8(fp32, Path(tmp) / f"variant{i}.onnx", calibration, **options)
                 sessions[name] = onnx_session(Path(tmp) / f"variant{i}.onnx", 1)
