@@ -286,6 +286,7 @@ def test_int8_fp32_stages_keep_the_first_stages_in_fp32(exported, tmp_path):
     result = runner.invoke(app, ["quantize", "--export", str(folder), "--calibration", str(data), "--overwrite",
                                  "--calibration-images", "16", "--int8-fp32-stages", "2", "--distil-steps", "2"])
     assert result.exit_code == 0, result.output
+    assert "first 2 stages in fp32" in result.output
     record = json.loads((folder / "manifest.json").read_text())["int8"]
     assert record["fp32_stages"] == 2 and record["distillation"]["steps"] == 2
     graph = onnx.load(folder / "image_tower.int8.onnx").graph

@@ -380,6 +380,8 @@ def _print_int8(manifest: dict, weights: str) -> None:
     if "distillation" in record:
         d = record["distillation"]
         out.print(f"distilled int8 for {d['steps']} steps: loss {d['loss_first']:.4f} → {d['loss_last']:.4f}", highlight=False)
+    if record.get("fp32_stages"):
+        out.print(f"int8 with the image tower's first {record['fp32_stages']} stages in fp32", highlight=False)
     fp32, kernels = record["fidelity"]["cosine_to_fp32"], record["fidelity"]["cosine_kernels_to_graph"]
     out.print(f"int8 vs fp32 cosine: mean {fp32['mean']:.4f}, least {fp32['least']:.4f}; this CPU's int8 kernels vs "
               f"the QDQ graph: mean {kernels['mean']:.5f}", highlight=False, soft_wrap=True)
