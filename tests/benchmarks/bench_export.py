@@ -46,21 +46,24 @@ PAPER_LATENCY_MS = 2.89
 
 
 def median_ms(call, warmup: int, calls: int) -> float:
-    return interleaved_ms({"": call}, warmup, calls)[""]
+    return interleaved_ms({"": call}, warmup, rounds=1, block=calls)[""]
 
 
-def interleaved_ms(calls: dict, warmup: int = 50, rounds: int = 500) -> dict[str, float]:
-    """Median milliseconds per call of each of `calls`, timed in turn round by round, so that a slow spell
-    of a shared machine falls on all of them alike and their ratios hold."""
-    for _ in range(warmup):
-        for call in calls.values():
-            call()
+def interleaved_ms(calls: dict, warmup: int = 10, rounds: int = 10, block: int = 50) -> dict[str, float]:
+    """Median milliseconds per call of each of `calls`, timed in turn in blocks: each round runs every call
+    `warmup` times untimed, then `block` times timed. Taking turns spreads a slow spell of a shared machine
+    over all of them, so their ratios hold; blocks keep each graph's weights in cache as in steady use.
+    (Taking turns call by call evicted them: every figure came out up to 2× slower at 64×256, and the
+    ratios were off.)"""
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(warmup):
+                call()
+            for _ in range(block):
+                start = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - start)
     return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
@@ -287,20 +290,23 @@ def main() -> None:
         one = np.random.default_rng(1).random((1, 1, h, w), dtype=np.float32)
         many = np.random.default_rng(2).random((args.batch, 1, h, w), dtype=np.float32)
 
-        if tower is not None:
+        single = {"onnx-fp32": onnx_session(fp32, 1), "onnx-int8": onnx_session(int8, 1),  # all graph optimisations
+                  "onnx-int8 (int8 weights)": onnx_session(signed, 1),
+                  "onnx-int8 (7-bit int8 weights)": onnx_session(seven, 1)}
+        results["latency_ms"].update(interleaved_ms({name: lambda s=s: s.run(None, {"images": one}) for name, s in single.items()}))
+        calls = max(10, 640 // args.batch)
+        for name, path in (("onnx-fp32", fp32), ("onnx-int8", int8)):
+            # one session at a time: an idle session's threads spin for a while and would slow the other's
+            batched = onnx_session(path, cores)
+            results["images_per_s"][name] = args.batch / median_ms(lambda s=batched: s.run(None, {"images": many}), 2, calls) * 1000
+            del batched
+        if tower is not None:  # after onnxruntime: torch's idle OpenMP threads keep spinning for a while
             torch.set_num_threads(1)
             with torch.no_grad():
                 x1, xn = torch.from_numpy(one), torch.from_numpy(many)
                 results["latency_ms"]["pytorch-fp32"] = median_ms(lambda: tower(x1), 50, 500)
                 torch.set_num_threads(cores)
-                results["images_per_s"]["pytorch-fp32"] = args.batch / median_ms(lambda: tower(xn), 2, 10) * 1000
-        single = {"onnx-fp32": onnx_session(fp32, 1), "onnx-int8": onnx_session(int8, 1),  # all graph optimisations
-                  "onnx-int8 (int8 weights)": onnx_session(signed, 1),
-                  "onnx-int8 (7-bit int8 weights)": onnx_session(seven, 1)}
-        results["latency_ms"].update(interleaved_ms({name: lambda s=s: s.run(None, {"images": one}) for name, s in single.items()}))
-        for name, path in (("onnx-fp32", fp32), ("onnx-int8", int8)):
-            sn = onnx_session(path, cores)
-            results["images_per_s"][name] = args.batch / median_ms(lambda s=sn: s.run(None, {"images": many}), 2, 10) * 1000
+                results["images_per_s"]["pytorch-fp32"] = args.batch / median_ms(lambda: tower(xn), 2, calls) * 1000
 
         if args.int8_variants:
             from onnxruntime.quantization import QuantFormat, QuantType
