@@ -418,8 +418,7 @@ def export_cmd(
             manifest = export_run(model, run, out_dir, lex, int8=int8, calibration=list(calibration or []),
                                   calibration_images=calibration_images, calibration_method=calibration_method,
                                   int8_weights=int8_weights, int8_fp32_stages=int8_fp32_stages, distil_steps=distil_steps,
-                                  seed=seed, overwrite=overwrite,
-                                  progress=lambda msg: status.update(msg))
+                                  seed=seed, overwrite=overwrite, progress=lambda msg: status.update(msg))
     except (*_errors(), ExportError, ValueError) as exc:
         raise _fail(str(exc).splitlines()[0])
     parity = manifest["parity"]
@@ -449,8 +448,8 @@ def quantize_cmd(
         with err.status("quantize") as status:
             manifest = quantize_export(export, list(calibration or []), images=calibration_images,
                                        method=calibration_method, weights=int8_weights, fp32_stages=int8_fp32_stages,
-                                       distil_steps=distil_steps,
-                                       seed=seed, overwrite=overwrite, progress=lambda msg: status.update(msg))
+                                       distil_steps=distil_steps, seed=seed, overwrite=overwrite,
+                                       progress=lambda msg: status.update(msg))
     except (*_errors(), ExportError, ValueError) as exc:
         raise _fail(str(exc).splitlines()[0])
     out.print(f"{export}: image_tower.int8.onnx written", highlight=False)
