@@ -300,14 +300,6 @@ def main() -> None:
             batched = onnx_session(path, cores)
             results["images_per_s"][name] = args.batch / median_ms(lambda s=batched: s.run(None, {"images": many}), 2, calls) * 1000
             del batched
-        if tower is not None:  # after onnxruntime: torch's idle OpenMP threads keep spinning for a while
-            torch.set_num_threads(1)
-            with torch.no_grad():
-                x1, xn = torch.from_numpy(one), torch.from_numpy(many)
-                results["latency_ms"]["pytorch-fp32"] = median_ms(lambda: tower(x1), 50, 500)
-                torch.set_num_threads(cores)
-                results["images_per_s"]["pytorch-fp32"] = args.batch / median_ms(lambda: tower(xn), 2, calls) * 1000
-
         if args.int8_variants:
             from onnxruntime.quantization import QuantFormat, QuantType
 
@@ -329,6 +321,13 @@ def main() -> None:
                 results["networks_ms"] = network_variants(tower, calibration, one, Path(tmp))
         if args.openvino:
             results["latency_ms"].update(openvino_latency(fp32, int8, one))
+        if tower is not None:  # last: torch's idle OpenMP threads keep spinning and slow what runs next
+            torch.set_num_threads(1)
+            with torch.no_grad():
+                x1, xn = torch.from_numpy(one), torch.from_numpy(many)
+                results["latency_ms"]["pytorch-fp32"] = median_ms(lambda: tower(x1), 50, 500)
+                torch.set_num_threads(cores)
+                results["images_per_s"]["pytorch-fp32"] = args.batch / median_ms(lambda: tower(xn), 2, calls) * 1000
 
         if (args.run or args.export) and args.data:
             from synth.lexicon import load_lexicon
