@@ -409,16 +409,16 @@ def export_cmd(
     """Export a run for devices: the image tower as ONNX (dynamic batch; --int8 adds static int8), the text
     embeddings of every lexicon entry, and a manifest. `train search --onnx OUT --image word.png` uses it."""
     from train.evaluate import load_model
-    from train.export import ExportError, export_run
+    from train.export import ExportError, Int8Settings, export_run
 
     try:
         lex = load_lexicon(lexicon)
         model, _, run = load_model(ckpt, text_encoder, "cpu")
         with err.status("export") as status:
-            manifest = export_run(model, run, out_dir, lex, int8=int8, calibration=list(calibration or []),
-                                  calibration_images=calibration_images, calibration_method=calibration_method,
-                                  int8_weights=int8_weights, int8_fp32_stages=int8_fp32_stages, distil_steps=distil_steps,
-                                  seed=seed, overwrite=overwrite, progress=lambda msg: status.update(msg))
+            settings = Int8Settings(calibration_images, calibration_method, int8_weights, int8_fp32_stages, distil_steps)
+            manifest = export_run(model, run, out_dir, lex, calibration=list(calibration or []),
+                                  int8=settings if int8 else None, seed=seed, overwrite=overwrite,
+                                  progress=lambda msg: status.update(msg))
     except (*_errors(), ExportError, ValueError) as exc:
         raise _fail(str(exc).splitlines()[0])
     parity = manifest["parity"]
@@ -442,13 +442,12 @@ def quantize_cmd(
 ) -> None:
     """Add the int8 graph to an existing export, or make it again with other settings: `train export
     --int8` without the run, e.g. for an export brought back from a GPU machine."""
-    from train.export import ExportError, quantize_export
+    from train.export import ExportError, Int8Settings, quantize_export
 
     try:
         with err.status("quantize") as status:
-            manifest = quantize_export(export, list(calibration or []), images=calibration_images,
-                                       method=calibration_method, weights=int8_weights, fp32_stages=int8_fp32_stages,
-                                       distil_steps=distil_steps, seed=seed, overwrite=overwrite,
+            settings = Int8Settings(calibration_images, calibration_method, int8_weights, int8_fp32_stages, distil_steps)
+            manifest = quantize_export(export, list(calibration or []), settings, seed=seed, overwrite=overwrite,
                                        progress=lambda msg: status.update(msg))
     except (*_errors(), ExportError, ValueError) as exc:
         raise _fail(str(exc).splitlines()[0])

@@ -24,6 +24,7 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -217,26 +218,40 @@ def onnx_embed(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
     return onnx_session(path, threads).run(["embeddings"], {"images": images})[0]
 
 
-def check_int8_options(method: str, weights: str) -> None:
-    if method not in CALIBRATION_METHODS:
-        raise ExportError(f"unknown --calibration-method {method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
-    if weights not in INT8_WEIGHTS:
-        raise ExportError(f"unknown --int8-weights {weights!r}; expected one of {', '.join(INT8_WEIGHTS)}")
+@dataclass(frozen=True)
+class Int8Settings:
+    """How `train export --int8` and `train quantize` make the int8 graph (their options of the same names)."""
+
+    images: int = 512           # --calibration-images
+    method: str = "minmax"      # --calibration-method
+    weights: str = "uint8"      # --int8-weights
+    fp32_stages: int = 0        # --int8-fp32-stages
+    distil_steps: int = 0       # --distil-steps
+
+    def check(self, calibration: Sequence[Path]) -> None:
+        if not calibration:
+            raise ExportError("int8 needs calibration images: pass --calibration SHARDS (a few hundred training images)")
+        if self.method not in CALIBRATION_METHODS:
+            raise ExportError(f"unknown --calibration-method {self.method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
+        if self.weights not in INT8_WEIGHTS:
+            raise ExportError(f"unknown --int8-weights {self.weights!r}; expected one of {', '.join(INT8_WEIGHTS)}")
 
 
-def int8_graph(fp32: Path, int8: Path, gallery: np.ndarray, calibration: Sequence[Path], height: int, width: int, *,
-               images: int = 512, method: str = "minmax", weights: str = "uint8", fp32_stages: int = 0,
-               distil_steps: int = 0, seed: int = 0, check: np.ndarray | None = None, say: Callable[[str], None] = lambda _msg: None) -> dict:
+def int8_graph(fp32: Path, int8: Path, gallery: np.ndarray, calibration: Sequence[Path], height: int, width: int,
+               settings: Int8Settings, *, seed: int = 0, check: np.ndarray | None = None,
+               say: Callable[[str], None] = lambda _msg: None) -> dict:
     """Write the int8 graph of `fp32` at `int8` and return the manifest's int8 record: `quantize_int8` on
-    `images` calibration images drawn (seeded) from `calibration`; with `distil_steps`, the weights are
-    first tuned against onnxruntime's roundings (`train.qat`, the gallery as the target) and quantised
-    again; then `int8_fidelity` on `check`, by default 64 other images from the same shards."""
+    `settings.images` calibration images drawn (seeded) from `calibration`; with `settings.distil_steps`,
+    the weights are first tuned against onnxruntime's roundings (`train.qat`, the gallery as the target)
+    and quantised again; then `int8_fidelity` on `check`, by default 64 other images from the same shards."""
     say("calibrating and quantising to int8")
-    sample = sample_images(calibration, images, height, width, seed)
-    record = quantize_int8(fp32, int8, sample, method=method, weights=weights, fp32_stages=fp32_stages)
-    if distil_steps:
+    sample = sample_images(calibration, settings.images, height, width, seed)
+    options = {"method": settings.method, "weights": settings.weights, "fp32_stages": settings.fp32_stages}
+    record = quantize_int8(fp32, int8, sample, **options)
+    if settings.distil_steps:
         from train.qat import DistilConfig, QDQGraph, distil, write_tuned
 
+        distil_steps = settings.distil_steps
         config = DistilConfig(steps=distil_steps, seed=seed)
         pool = sample_images(calibration, config.images, height, width, seed + 2)
         prepared, tuned = int8.with_name(int8.name + ".tune-pre.onnx"), int8.with_name(int8.name + ".tuned.onnx")
@@ -251,8 +266,7 @@ def int8_graph(fp32: Path, int8: Path, gallery: np.ndarray, calibration: Sequenc
             say("quantising the distilled weights")
             # at the activation scales they were tuned for, not re-calibrated ones (re-calibrating measured
             # worse on the paper-size run, in a scratch trial)
-            quantize_int8(tuned, int8, sample, method=method, weights=weights, fp32_stages=fp32_stages,
-                          extra_options={"TensorQuantOverrides": activation_scales(int8)})
+            quantize_int8(tuned, int8, sample, **options, extra_options={"TensorQuantOverrides": activation_scales(int8)})
         finally:
             prepared.unlink(missing_ok=True)
             tuned.unlink(missing_ok=True)
@@ -262,19 +276,18 @@ def int8_graph(fp32: Path, int8: Path, gallery: np.ndarray, calibration: Sequenc
     return {**record, "data": [str(Path(p).resolve()) for p in calibration], "seed": seed}
 
 
-def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, int8: bool = False,
-               calibration: Sequence[Path] = (), calibration_images: int = 512, calibration_method: str = "minmax",
-               int8_weights: str = "uint8", int8_fp32_stages: int = 0, distil_steps: int = 0, seed: int = 0,
-               overwrite: bool = False, progress: Callable[[str], None] | None = None) -> dict:
-    """Write the export folder `out` (see the module docstring) and return its manifest."""
+def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, calibration: Sequence[Path] = (),
+               int8: Int8Settings | None = None, seed: int = 0, overwrite: bool = False,
+               progress: Callable[[str], None] | None = None) -> dict:
+    """Write the export folder `out` (see the module docstring), with an int8 graph when `int8` is given,
+    and return its manifest."""
     say = progress or (lambda _msg: None)
     out = Path(out)
     refusal = replace_refusal(out, overwrite, lambda folder: (folder / MANIFEST).is_file(), "an export", "train export")
     if refusal:
         raise ExportError(refusal)
-    if int8 and not calibration:
-        raise ExportError("int8 needs calibration images: pass --calibration SHARDS (a few hundred training images)")
-    check_int8_options(calibration_method, int8_weights)
+    if int8:
+        int8.check(calibration)
     model = model.cpu().eval()
     c = model.config.image
     with atomic_folder(out, overwrite) as tmp:
@@ -296,9 +309,8 @@ def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, in
                                         encoding="utf-8")
         quant = None
         if int8:
-            quant = int8_graph(tmp / FP32, tmp / INT8, gallery, calibration, c.image_height, c.image_width,
-                               images=calibration_images, method=calibration_method, weights=int8_weights,
-                               fp32_stages=int8_fp32_stages, distil_steps=distil_steps, seed=seed, check=check, say=say)
+            quant = int8_graph(tmp / FP32, tmp / INT8, gallery, calibration, c.image_height, c.image_width, int8,
+                               seed=seed, check=check, say=say)
         manifest = {
             "format": FORMAT, "run": str(Path(run).resolve()), "weights_sha256": weights_digest(model),
             "input": {"name": "images", "shape": ["batch", 1, c.image_height, c.image_width],
@@ -313,16 +325,13 @@ def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, in
     return manifest
 
 
-def quantize_export(folder: Path, calibration: Sequence[Path], *, images: int = 512, method: str = "minmax",
-                    weights: str = "uint8", fp32_stages: int = 0, distil_steps: int = 0, seed: int = 0,
-                    overwrite: bool = False, progress: Callable[[str], None] | None = None) -> dict:
+def quantize_export(folder: Path, calibration: Sequence[Path], settings: Int8Settings = Int8Settings(), *,
+                    seed: int = 0, overwrite: bool = False, progress: Callable[[str], None] | None = None) -> dict:
     """Add (or with `overwrite`, replace) the int8 graph of an existing export folder (`int8_graph`), e.g.
     one whose run's weights stayed on another machine; returns the updated manifest. The graph and the
     manifest are written under temporary names and renamed into place."""
     folder = Path(folder)
-    check_int8_options(method, weights)
-    if not calibration:
-        raise ExportError("int8 needs calibration images: pass --calibration SHARDS (a few hundred training images)")
+    settings.check(calibration)
     manifest = read_manifest(folder, (FP32, GALLERY))  # EdgeError (a ValueError) names the fault
     if manifest.get("int8") and not overwrite:
         raise ExportError(f"{folder} already has an int8 graph; pass --overwrite to replace it")
@@ -330,9 +339,7 @@ def quantize_export(folder: Path, calibration: Sequence[Path], *, images: int = 
     tmp, tmp_manifest = folder / f".{INT8}.{os.getpid()}.tmp", folder / f".{MANIFEST}.{os.getpid()}.tmp"
     try:
         manifest["int8"] = int8_graph(folder / FP32, tmp, np.load(folder / GALLERY), calibration, height, width,
-                                      images=images, method=method, weights=weights, fp32_stages=fp32_stages,
-                                      distil_steps=distil_steps,
-                                      seed=seed, say=progress or (lambda _msg: None))
+                                      settings, seed=seed, say=progress or (lambda _msg: None))
         manifest["files"][INT8] = sha256_file(tmp)
         manifest["files"] = dict(sorted(manifest["files"].items()))
         tmp_manifest.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -344,11 +344,12 @@ def main() -> None:
             for method in args.calibration_methods.split(","):
                 results["acc@1"][f"onnx-int8 ({method})"] = int8_accuracy(folder, args.data, cores, calibration, method=method)
             if args.int8_distil_steps:
-                from train.export import GALLERY, INT8, int8_graph
+                from train.export import GALLERY, INT8, Int8Settings, int8_graph
 
+                settings = Int8Settings(images=args.calibration_images, distil_steps=args.int8_distil_steps)
                 results["int8_distillation"] = int8_graph(
                     folder / FP32, folder / INT8, np.load(folder / GALLERY), args.calibration or args.data, h, w,
-                    images=args.calibration_images, distil_steps=args.int8_distil_steps)["distillation"]
+                    settings)["distillation"]
                 results["acc@1"][f"onnx-int8 (minmax, distilled {args.int8_distil_steps} steps)"] = int8_accuracy(
                     folder, args.data, cores)
             if args.int8_accuracy_variants:
