@@ -53,8 +53,9 @@ def test_onnx_matches_pytorch_and_int8_stays_close(exported):
     images = sample_images([data], 48, 32, 128, seed=5)
     with torch.no_grad():
         reference = model.image(torch.from_numpy(images)).numpy()
-    fp32 = EdgeModel(root / "edge").embed(images)
+    fp32 = EdgeModel(root / "edge").embed(images)  # 48 images: a batch of 32, then 16
     assert (fp32 * reference).sum(axis=1).min() >= 0.999  # every image, not on average
+    assert np.allclose(EdgeModel(root / "edge").embed(images, batch=48), fp32, atol=1e-6)  # batching changes nothing
     int8 = EdgeModel(root / "edge", int8=True).embed(images)
     assert int8.shape == fp32.shape and (int8 * fp32).sum(axis=1).mean() >= 0.9
     # the gallery is the model's own text embeddings, keyed en, es, zh in lexicon order

@@ -14,6 +14,10 @@ from train.images import ImageError, decode
 
 FORMAT = "train-export/1"
 LANGS = ("en", "es", "zh")
+# Images per onnxruntime call when embedding many. Small batches keep a call's activations in cache: on 2
+# cores at 64×256, fp32 ran at about 2,900 images/s in batches of 16–64 and 2,400 in batches of 256
+# (docs/benchmarks.md, `bench_export.py --batches`).
+BATCH = 32
 
 
 class EdgeError(ValueError):
@@ -64,9 +68,11 @@ class EdgeModel:
         rows = (self.folder / "gallery.tsv").read_text(encoding="utf-8").splitlines()[1:]
         self.keys = [(int(sid), lang, text) for sid, lang, text in (r.split("\t") for r in rows)]
 
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        """(N, 1, H, W) float32 ink → (N, D) L2-normalised embeddings."""
-        return self.session.run(["embeddings"], {"images": images.astype(np.float32, copy=False)})[0]
+    def embed(self, images: np.ndarray, batch: int = BATCH) -> np.ndarray:
+        """(N, 1, H, W) float32 ink → (N, D) L2-normalised embeddings, `batch` images per call."""
+        images = images.astype(np.float32, copy=False)
+        return np.concatenate([self.session.run(["embeddings"], {"images": images[i:i + batch]})[0]
+                               for i in range(0, max(len(images), 1), batch)])
 
     def embed_file(self, image: Path) -> np.ndarray:
         image = Path(image)

@@ -7,8 +7,9 @@ held-out set — the Acc@1 that int8 costs.
 - Latency: batch 1, one thread, median of 500 calls after 50 warm-up calls, at the run's input size
   (default 64×256, the paper's). The paper reports 2.89 ms on an RTX 4090. The ONNX graphs compared
   (fp32, int8 with uint8 and with int8 weights; the --int8-variants; each network variant's pair) are
-  timed in turn, call by call, so their ratios hold on a shared machine whose speed drifts.
-- Throughput: batch --batch (256), every core (intra-op threads = cores), median of 10 batches.
+  timed in turn, in blocks of calls, so their ratios hold on a shared machine whose speed drifts.
+- Throughput: every core (intra-op threads = cores), 1,024 images in batches of each --batches size
+  (32 and 256), median of 5 passes; one session at a time.
 - --int8-profile: onnxruntime's profiler per kind of operator, fp32 against int8, and fp32/int8 latency
   of two int8-friendlier networks made from the tower (ReLU for hard-swish; also without squeeze-excite).
 - Always: how closely this CPU's fused int8 kernels compute the QDQ graph's own arithmetic, with uint8
@@ -47,6 +48,19 @@ PAPER_LATENCY_MS = 2.89
 
 def median_ms(call, warmup: int, calls: int) -> float:
     return interleaved_ms({"": call}, warmup, rounds=1, block=calls)[""]
+
+
+def images_per_s(run, images: np.ndarray, batch: int, passes: int = 5) -> float:
+    """Images per second of `run` over all of `images` in batches of `batch`: the median of `passes` timed
+    passes after one untimed."""
+    chunks = [images[i:i + batch] for i in range(0, len(images), batch)]
+    seconds = []
+    for _ in range(passes + 1):
+        start = time.perf_counter()
+        for chunk in chunks:
+            run(chunk)
+        seconds.append(time.perf_counter() - start)
+    return len(images) / statistics.median(seconds[1:])
 
 
 def interleaved_ms(calls: dict, warmup: int = 10, rounds: int = 10, block: int = 50) -> dict[str, float]:
@@ -242,10 +256,11 @@ def main() -> None:
     parser.add_argument("--openvino", action="store_true", help="also time OpenVINO on the same files (peer)")
     parser.add_argument("--int8-sqnr", action="store_true",
                         help="also the int8 graph's error tensor by tensor (SQNR against fp32, on --data images)")
-    parser.add_argument("--batch", type=int, default=256, help="batch size for the throughput figures")
+    parser.add_argument("--batches", default="32,256", help="comma-separated batch sizes for the throughput figures")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     cores = os.cpu_count() or 1
+    batches = [int(b) for b in args.batches.split(",")]
 
     if args.run and args.export:
         parser.error("pass --run or --export, not both")
@@ -264,7 +279,7 @@ def main() -> None:
         torch.manual_seed(0)
         tower = ImageTower(ImageTowerConfig()).eval()
         h, w = tower.config.image_height, tower.config.image_width
-    results: dict = {"input": f"{h}x{w}", "cores": cores, "batch": args.batch, "torch": torch.__version__,
+    results: dict = {"input": f"{h}x{w}", "cores": cores, "batches": batches, "torch": torch.__version__,
                      "latency_ms": {}, "images_per_s": {}}
     with tempfile.TemporaryDirectory() as tmp:
         from train.export import FP32
@@ -288,17 +303,17 @@ def main() -> None:
                                                                ("7-bit int8 weights", seven))}
         results["size_mb"] = {"onnx-fp32": fp32.stat().st_size / 1e6, "onnx-int8": int8.stat().st_size / 1e6}
         one = np.random.default_rng(1).random((1, 1, h, w), dtype=np.float32)
-        many = np.random.default_rng(2).random((args.batch, 1, h, w), dtype=np.float32)
+        many = np.random.default_rng(2).random((1024, 1, h, w), dtype=np.float32)
 
         single = {"onnx-fp32": onnx_session(fp32, 1), "onnx-int8": onnx_session(int8, 1),  # all graph optimisations
                   "onnx-int8 (int8 weights)": onnx_session(signed, 1),
                   "onnx-int8 (7-bit int8 weights)": onnx_session(seven, 1)}
         results["latency_ms"].update(interleaved_ms({name: lambda s=s: s.run(None, {"images": one}) for name, s in single.items()}))
-        calls = max(10, 640 // args.batch)
         for name, path in (("onnx-fp32", fp32), ("onnx-int8", int8)):
             # one session at a time: an idle session's threads spin for a while and would slow the other's
             batched = onnx_session(path, cores)
-            results["images_per_s"][name] = args.batch / median_ms(lambda s=batched: s.run(None, {"images": many}), 2, calls) * 1000
+            results["images_per_s"][name] = {b: images_per_s(lambda x, s=batched: s.run(None, {"images": x}), many, b)
+                                             for b in batches}
             del batched
         if args.int8_variants:
             from onnxruntime.quantization import QuantFormat, QuantType
@@ -327,7 +342,7 @@ def main() -> None:
                 x1, xn = torch.from_numpy(one), torch.from_numpy(many)
                 results["latency_ms"]["pytorch-fp32"] = median_ms(lambda: tower(x1), 50, 500)
                 torch.set_num_threads(cores)
-                results["images_per_s"]["pytorch-fp32"] = args.batch / median_ms(lambda: tower(xn), 2, calls) * 1000
+                results["images_per_s"]["pytorch-fp32"] = {b: images_per_s(tower, xn, b, passes=2) for b in batches}
 
         if (args.run or args.export) and args.data:
             from synth.lexicon import load_lexicon
@@ -360,8 +375,9 @@ def main() -> None:
     for name, ms in results["latency_ms"].items():
         print(f"latency, batch 1, 1 thread, {h}×{w}, {name}: {ms:.3f} ms ({ms / PAPER_LATENCY_MS:.2f}× the paper's "
               f"{PAPER_LATENCY_MS} ms on an RTX 4090)")
-    for name, rate in results["images_per_s"].items():
-        print(f"throughput, batch {args.batch}, {cores} threads, {name}: {rate:,.0f} images/s")
+    for name, rates in results["images_per_s"].items():
+        print(f"throughput, {cores} threads, {h}×{w}, {name}: " +
+              ", ".join(f"batch {b} {rate:,.0f} images/s" for b, rate in rates.items()))
     for name, mb in results["size_mb"].items():
         print(f"model file, {name}: {mb:.2f} MB")
     for name, ms in results.get("int8_variants_ms", {}).items():
