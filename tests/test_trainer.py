@@ -254,3 +254,17 @@ def test_evaluate_matches_a_brute_force_ranking(tiny, tmp_path):
         got = report["within"][query] if query == gallery else report["cross"][f"{query}→{gallery}"]
         assert got["acc@1"] == pytest.approx(np.mean(hits)) and got["mrr"] == pytest.approx(np.mean(rr))
         assert got["nes"] == pytest.approx(np.mean(nes))
+
+
+def test_embedding_batch_size_follows_the_device_and_changes_nothing(tiny, tmp_path):
+    _, lexicon, bert, data = tiny
+    train_stage(tiny_config(bert, **{"optim.max_steps": 1}), [data], tmp_path / "run", lexicon)
+    from train.evaluate import default_batch_size, embed_images, load_model
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [default_batch_size(cpu, 64, 256), default_batch_size(cpu, 32, 128), default_batch_size(cuda, 64, 256)] == [32, 128, 256]
+    assert default_batch_size(cpu, 2048, 2048) == 1
+    model, _, _ = load_model(tmp_path / "run")
+    whole, small = embed_images(model, [data]), embed_images(model, [data], batch_size=5)
+    assert len(whole["embeds"]) > 5 and list(small["rows"]) == list(whole["rows"])
+    assert np.allclose(small["embeds"], whole["embeds"], atol=1e-5)

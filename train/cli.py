@@ -56,6 +56,8 @@ PresetOpt = Annotated[str, typer.Option("--preset", help=f"Preset name ({', '.jo
 TextEncoderOpt = Annotated[Path | None, typer.Option("--text-encoder", help="Hugging Face encoder folder (default: the prepared multilingual-e5-small).")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", min=1, help="Override the stage's epochs.")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=2, help="Override rows per step.")]
+ImagesPerPassOpt = Annotated[int | None, typer.Option(
+    "--batch-size", min=1, help="Images per forward pass (default: 256 on a GPU; on a CPU 32 at 64×256, 128 at 32×128).")]
 LrOpt = Annotated[float | None, typer.Option("--lr", help="Override the peak learning rate.")]
 MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps (the LR schedule spans them).")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", min=0, help="DataLoader processes decoding images.")]
@@ -185,7 +187,7 @@ def evaluate_cmd(
     report: Annotated[Path | None, typer.Option("--out", help="Report JSON (a .md table is written beside it; default RUN/eval/<data>.json).")] = None,
     text_encoder: TextEncoderOpt = None,
     lexicon: LexiconOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 256,
+    batch_size: ImagesPerPassOpt = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Processes decoding shards.")] = 0,
     device: DeviceOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
@@ -279,7 +281,7 @@ def index(
     index_dir: Annotated[Path, typer.Option("--out", help="Index folder to create (embeddings.npy, rows.parquet, index.json).")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an index written before at --out.")] = False,
     text_encoder: TextEncoderOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 256,
+    batch_size: ImagesPerPassOpt = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Processes decoding shards.")] = 0,
     device: DeviceOpt = None,
 ) -> None:

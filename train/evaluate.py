@@ -26,6 +26,15 @@ from train.model import DualEncoder
 LANG_ORDER = ("en", "es", "zh")
 DIRECTIONS = (("en", "zh"), ("zh", "en"), ("zh", "es"), ("es", "zh"), ("es", "en"), ("en", "es"))
 KS = (1, 3, 5)
+# Images per forward pass when none is asked for: 256 on a GPU; on a CPU about half a million input pixels
+# (32 images at 64×256, 128 at 32×128), so that a pass's activations stay in cache. Batches of 256 at 64×256
+# ran at half the speed of batches of 32 on 2 cores (docs/benchmarks.md).
+GPU_BATCH = 256
+CPU_BATCH_PIXELS = 1 << 19
+
+
+def default_batch_size(device: torch.device, height: int, width: int) -> int:
+    return GPU_BATCH if device.type == "cuda" else max(1, CPU_BATCH_PIXELS // (height * width))
 
 
 def load_model(target: Path, text_encoder: Path | None = None, device: str | None = None) -> tuple[DualEncoder, dict, Path]:
@@ -43,15 +52,16 @@ def load_model(target: Path, text_encoder: Path | None = None, device: str | Non
 
 
 @torch.no_grad()
-def embed_images(model: DualEncoder, roots: Sequence[Path], batch_size: int = 256, workers: int = 0,
+def embed_images(model: DualEncoder, roots: Sequence[Path], batch_size: int | None = None, workers: int = 0,
                  langs: Sequence[str] | None = None, progress=None) -> dict[str, np.ndarray]:
     """Image embeddings (N, D) with their semantic IDs, languages, texts and keys (shard file, row in it),
-    streamed from the shards."""
+    streamed from the shards, `batch_size` images per pass (default: `default_batch_size`)."""
     shards = [p for root in roots for p in find_shards(Path(root))]
     c = model.config.image
+    device = next(model.parameters()).device
+    batch_size = batch_size or default_batch_size(device, c.image_height, c.image_width)
     stream = ShardStream(shards, c.image_height, c.image_width, batch_size, langs)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
-    device = next(model.parameters()).device
     embeds, sids, tags, texts, shard_of, rows = [], [], [], [], [], []
     for batch in loader:
         embeds.append(model.image(batch["images"].to(device)).float().cpu().numpy())
@@ -82,7 +92,7 @@ def retrieval_scores(r: np.ndarray, nes: np.ndarray) -> dict:
 
 
 def evaluate(model: DualEncoder, roots: Sequence[Path], lexicon: Lexicon, *, cross_lingual: bool = True,
-             whole_lexicon: bool = False, batch_size: int = 256, workers: int = 0, progress=None) -> dict:
+             whole_lexicon: bool = False, batch_size: int | None = None, workers: int = 0, progress=None) -> dict:
     """The evaluation report (see the module docstring) as a JSON-ready dict."""
     started = time.perf_counter()
     images = embed_images(model, roots, batch_size, workers, progress=progress)

@@ -58,7 +58,7 @@ class Index:
         return len(self.embeds)
 
 
-def build_index(model: DualEncoder, run: Path, roots: Sequence[Path], out: Path, *, batch_size: int = 256,
+def build_index(model: DualEncoder, run: Path, roots: Sequence[Path], out: Path, *, batch_size: int | None = None,
                 workers: int = 0, overwrite: bool = False, progress: Callable[[int], None] | None = None) -> dict:
     """Embed every image of `roots` and write the index folder `out` (atomically: a temporary folder, renamed)."""
     out = Path(out)
