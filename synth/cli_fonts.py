@@ -40,7 +40,7 @@ class KindOpt(str, Enum):
     stroke = "stroke"
 
 
-CatalogueOpt = Annotated[Optional[Path], typer.Option("--catalogue", help="Catalogue YAML [default: fonts/catalogue.yaml].")]
+CatalogueOpt = Annotated[Optional[Path], typer.Option("--catalogue", help="Catalogue YAML (default: fonts/catalogue.yaml).")]
 SplitArg = Annotated[SplitOpt, typer.Option("--split", help="Which split's styles.")]
 ScriptArg = Annotated[Optional[ScriptOpt], typer.Option("--script", help="Only styles for this script.")]
 KindArg = Annotated[Optional[KindOpt], typer.Option("--kind", help="Only outline fonts or only pen-stroke sources.")]
@@ -102,11 +102,11 @@ def list_styles(
 
 @app.command()
 def fetch(
-    styles: Annotated[Optional[list[str]], typer.Argument(help="Style ids [default: every style].", show_default=False)] = None,
+    styles: Annotated[Optional[list[str]], typer.Argument(help="Style ids (default: every style).", show_default=False)] = None,
     split: SplitArg = SplitOpt.all,
     script: ScriptArg = None,
     catalogue: CatalogueOpt = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Styles installed in parallel [default: CPU count].")] = os.cpu_count() or 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Styles installed in parallel (default: CPU count).")] = os.cpu_count() or 1,
 ) -> None:
     """Install styles into the cache ($SYNTH_CACHE): download, verify sha256, convert, record coverage.
 
@@ -160,7 +160,7 @@ def check(
     split: SplitArg = SplitOpt.all,
     script: ScriptArg = None,
     catalogue: CatalogueOpt = None,
-    lexicon: Annotated[Optional[Path], typer.Option("--lexicon", help="Lexicon TSV [default: lexicon/lexicon.tsv].")] = None,
+    lexicon: Annotated[Optional[Path], typer.Option("--lexicon", help="Lexicon TSV (default: lexicon/lexicon.tsv).")] = None,
     min_share: Annotated[float, typer.Option("--min-share", min=0.0, max=1.0, help="Fail if a style renders a smaller share of a language's entries.")] = 0.98,
     as_json: JsonArg = False,
 ) -> None:
@@ -199,7 +199,7 @@ def check(
 
 @app.command()
 def pin(
-    styles: Annotated[Optional[list[str]], typer.Argument(help="Style ids [default: those without a sha256].", show_default=False)] = None,
+    styles: Annotated[Optional[list[str]], typer.Argument(help="Style ids (default: those without a sha256).", show_default=False)] = None,
     catalogue: CatalogueOpt = None,
 ) -> None:
     """Write the sha256 of each style's source into the catalogue (after adding or updating a font)."""

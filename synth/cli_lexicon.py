@@ -35,7 +35,7 @@ def build(
     report: Annotated[Optional[Path], typer.Option(help="Build report JSON (default: build_report.json beside --out).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing lexicon that differs.")] = False,
 ) -> None:
-    """Rebuild the lexicon from CC-CEDICT, FreeDict and wordfreq (needs the [lexicon] extra)."""
+    """Rebuild the lexicon from CC-CEDICT, FreeDict and wordfreq (needs the lexicon extra: pip install -e '.\\[lexicon]')."""
     from synth.files import write_atomic
     from synth.lexicon_build import build_lexicon, build_report, load_config, render_lexicon
     from synth.lexicon_embed import UseEmbedder

