@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from synth import __version__, cli_fonts, cli_lexicon, cli_render
+from synth.files import exit_on_sigterm
 
 app = typer.Typer(
     help="Synthetic handwriting for cross-script word retrieval (English, Spanish, Simplified Chinese).",
@@ -30,3 +31,4 @@ def main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """Render a trilingual lexicon in handwriting styles, with family-disjoint train / held-out fonts."""
+    exit_on_sigterm()

@@ -4,11 +4,27 @@ folders: checksums, atomic writes, and folders that replace only what their own 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM (what `timeout`, SLURM and Kubernetes send) raise SystemExit(143) in the main thread, so
+    `finally` blocks remove temporary files and folders as they do for Ctrl-C; Python's default would kill
+    the process on the spot and leave them behind. Both CLIs call it first."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm)
+
+
+def _sigterm(signum, _frame) -> None:
+    sys.exit(128 + signum)
 
 
 def sha256_file(path: Path) -> str:
@@ -51,6 +67,29 @@ def replace_refusal(out: Path, overwrite: bool, is_ours: Callable[[Path], bool],
     if not (out.is_dir() and is_ours(out)):
         return f"{out} is not {what} written by `{command}`; refusing to replace it"
     return None
+
+
+def report_refusal(report: Path, beside: Sequence[Path], is_ours: Callable[[Path], bool], command: str) -> str | None:
+    """Why `report` and the files written with it (`beside`) may not be written, or None. When `report` is
+    one `command` wrote (`is_ours`), re-running rewrites them all; otherwise none of them may exist yet."""
+    for path in (report, *beside):
+        if path.is_dir():
+            return f"{path} is a folder; --out takes a file name"
+    if report.is_file() and is_ours(report):
+        return None
+    for path in (report, *beside):
+        if path.exists():
+            return f"{path} exists and was not written by `{command}`; choose another --out, or move it away"
+    return None
+
+
+def is_json_with(path: Path, keys: Sequence[str]) -> bool:
+    """True for a JSON object file holding every one of `keys`."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and all(k in data for k in keys)
 
 
 @contextmanager

@@ -69,6 +69,22 @@ def test_pretrain_finetune_eval(world):
     data = json.loads(report.read_text())
     assert data["n_images"] == 24 and data["gallery"]["size"] == 8  # 8 IDs × 3 languages × 1 held-out style
     assert f"{data['within']['es']['acc@1']:.4f}" in report.with_suffix(".md").read_text()
+    # a report of its own is rewritten when eval runs again; a file a user made is never replaced
+    again = ["eval", "--ckpt", str(fine), "--data", str(root / "held"), "--lexicon", str(w.lexicon), "--out"]
+    assert runner.invoke(app, [*again, str(report)]).exit_code == 0
+    notes, lone_md = root / "notes.json", root / "fresh.md"
+    notes.write_text('{"mine": true}')
+    lone_md.write_text("my table")
+    one_error_line(runner.invoke(app, [*again, str(notes)]), "notes.json exists and was not written by `train eval`")
+    one_error_line(runner.invoke(app, [*again, str(root / "fresh.json")]), "fresh.md exists and was not written by")
+    one_error_line(runner.invoke(app, [*again, str(root / "shards")]), "is a folder; --out takes a file name")
+    assert notes.read_text() == '{"mine": true}' and lone_md.read_text() == "my table"
+    assert not (root / "fresh.json").exists() and not (root / "notes.md").exists()
+    for command in (["baseline", "tesseract", "--data", str(root / "held")],
+                    ["report", "--run", str(fine), "--ood", str(root / "held"), "--plot", str(root / "map.png")]):
+        one_error_line(runner.invoke(app, [*command, "--out", str(lone_md if command[0] == "report" else notes)]),
+                       "exists and was not written by")
+    assert notes.read_text() == '{"mine": true}' and lone_md.read_text() == "my table"
 
 
 def test_bad_input_is_one_line(world, tmp_path):

@@ -12,6 +12,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from synth.files import exit_on_sigterm, is_json_with, report_refusal
 from synth.lexicon import LexiconError, load_lexicon
 from synth.progress import progress_bar
 from train.cli_import import import_app
@@ -48,8 +49,10 @@ def main() -> None:
     Typical use: `train text-encoder prepare` once; then `train pretrain --data SHARDS --out RUN`;
     `train finetune --init RUN --data REAL --out RUN2`; `train eval --ckpt RUN2 --data OOD --cross-lingual`.
     """
+    exit_on_sigterm()
 
 
+EVAL_KEYS = ("run", "data", "within")  # what makes a JSON file a `train eval` report, safe to rewrite
 DataOpt = Annotated[list[Path], typer.Option("--data", help="Shard folder (as `synth render --out` writes); repeat to combine.")]
 RunOpt = Annotated[Path, typer.Option("--out", help="Run folder: config, metrics, curves and checkpoints (must be new unless --resume).")]
 PresetOpt = Annotated[str, typer.Option("--preset", help=f"Preset name ({', '.join(preset_names())}) or a YAML file.")]
@@ -205,6 +208,10 @@ def evaluate_cmd(
     try:
         lex = load_lexicon(lexicon)
         model, provenance, run = load_model(ckpt, text_encoder, device)
+        target = report or run / "eval" / f"{'+'.join(Path(d).resolve().name for d in data)}.json"
+        refusal = report_refusal(target, [target.with_suffix(".md")], lambda p: is_json_with(p, EVAL_KEYS), "train eval")
+        if refusal:
+            raise ValueError(refusal)
         total = sum(pq.ParquetFile(p).metadata.num_rows for d in data for p in find_shards(d))
         bar = progress_bar(err, unit="images")
         with bar:
@@ -215,7 +222,6 @@ def evaluate_cmd(
         raise _fail(str(exc).splitlines()[0])
     result = {"run": str(Path(ckpt).resolve()), "data": [str(Path(d).resolve()) for d in data],
               "loss": provenance["config"]["loss"], **result}
-    target = report or run / "eval" / f"{'+'.join(Path(d).resolve().name for d in data)}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     table = markdown(result)
@@ -248,6 +254,11 @@ def baseline(
     from train.baselines import BaselineError, markdown, run_baseline
 
     try:
+        if report is not None:
+            refusal = report_refusal(report, [report.with_suffix(".md"), report.with_suffix(".tsv")],
+                                     lambda p: is_json_with(p, ("baseline", "within")), "train baseline")
+            if refusal:
+                raise ValueError(refusal)
         lex = load_lexicon(lexicon)
         bar = progress_bar(err, unit="images")
         with bar:
@@ -472,7 +483,7 @@ def report(
 ) -> None:
     """Write the paper-style results page: within-language tables (ours and OCR baselines), the six
     cross-lingual directions, R/D, the loss ablation and a t-SNE map, each number measured now."""
-    from train.report import ReportError, ReportInputs, build_report
+    from train.report import GENERATED, ReportError, ReportInputs, build_report
 
     def named(items: list[str] | None, option: str, example: str) -> dict[str, Path]:
         pairs = {}
@@ -486,6 +497,15 @@ def report(
     inputs = ReportInputs(run, list(ood), list(in_domain or []), list(baseline_json or []),
                           named(ablation, "--ablation", "no-inv=runs/no-inv"), list(ablation_data or []),
                           named(elsewhere, "--elsewhere", "'NVIDIA H100=runs/paper'"))
+    def ours(page: Path) -> bool:
+        try:
+            return GENERATED in page.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return False
+
+    refusal = report_refusal(out_md, [plot], ours, "train report")
+    if refusal:
+        raise _fail(refusal)
     try:
         lex = load_lexicon(lexicon)
         with err.status("report") as status:

@@ -1,0 +1,58 @@
+"""synth.files: a SIGTERM'd command leaves no temporary folder behind, and report files a user made are
+never replaced."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from synth import files
+from synth.cli import app as synth_app
+from synth.files import is_json_with, report_refusal
+
+SCRIPT = """
+import sys, time
+from pathlib import Path
+from synth.files import atomic_folder, exit_on_sigterm
+exit_on_sigterm()
+with atomic_folder(Path(sys.argv[1]) / "out", overwrite=False) as tmp:
+    (tmp / "half.bin").write_bytes(b"x" * 1000)
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_sigterm_removes_the_temporary_folder(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    assert [p.name for p in tmp_path.iterdir()] != []  # the temporary folder exists while it works
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=30) == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cli_installs_the_handler():
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        assert CliRunner().invoke(synth_app, ["lexicon", "stats"]).exit_code == 0
+        assert signal.getsignal(signal.SIGTERM) is files._sigterm
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_report_refusal(tmp_path):
+    report, table = tmp_path / "r.json", tmp_path / "r.md"
+    ours = lambda p: is_json_with(p, ("within",))
+    assert report_refusal(report, [table], ours, "cmd") is None  # nothing there yet
+    table.write_text("a user's table")
+    assert "r.md exists and was not written by `cmd`" in report_refusal(report, [table], ours, "cmd")
+    report.write_text(json.dumps({"within": {}}))
+    assert report_refusal(report, [table], ours, "cmd") is None  # a report of ours: rewritten with its table
+    report.write_text("[1, 2]")
+    assert "r.json exists" in report_refusal(report, [table], ours, "cmd")
+    assert "is a folder" in report_refusal(tmp_path, [], ours, "cmd")
