@@ -108,6 +108,12 @@ def test_bad_input_is_one_line(world, tmp_path):
     one_error_line(runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(tmp_path / "x"),
                                        "--set", "optim.warmup=2", *small]), "optim.warmup must be in [0, 1)")
 
+    one_error_line(runner.invoke(app, ["eval", "--ckpt", str(run), "--data", str(root / "held"), "--device", "tpu"]),
+                   "--device 'tpu' is not a device; use cpu, cuda or cuda:N")
+    one_error_line(runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(tmp_path / "d"),
+                                       "--device", "cuda:99", *small]), "--device cuda:99: ")
+    assert not (tmp_path / "d").exists()
+
     weights = run / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     one_error_line(runner.invoke(app, ["eval", "--ckpt", str(run), "--data", str(root / "held"), "--lexicon", str(w.lexicon)]),

@@ -86,8 +86,13 @@ def _overrides(text_encoder, epochs, batch_size, lr, max_steps, workers, sets) -
 
 def _run_stage(stage: str, data, run, preset, text_encoder, epochs, batch_size, lr, max_steps, workers, sets,
                resume, lexicon, device, init=None) -> None:
+    from train.distributed import resolve_device
     from train.trainer import TrainingError, train_stage
 
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise _fail(str(exc))
     try:
         config: RunConfig = load_config(preset, stage, _overrides(text_encoder, epochs, batch_size, lr, max_steps, workers, sets))
         lex = load_lexicon(lexicon)
@@ -173,7 +178,7 @@ def finetune(
     lexicon: LexiconOpt = None,
     device: DeviceOpt = None,
 ) -> None:
-    """Stage 2: continue from --init on (real) handwriting shards with the preset's finetune stage (lr 1e-5).
+    """Stage 2: continue from --init on (real) handwriting shards with the preset's finetune stage.
 
     The model part of the config must match the --init run's; everything else may differ.
     """

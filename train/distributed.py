@@ -105,12 +105,32 @@ class Dist:
             dist.destroy_process_group()
 
 
+def resolve_device(name: str | None) -> torch.device:
+    """The device `name` names (default: cuda when available, else cpu), checked: a ValueError naming the
+    fix for a name torch does not know, or a CUDA device this machine or torch build does not have."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {name}: no CUDA device here (or a CPU build of torch); use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name!r}: only cpu and cuda devices are supported")
+    return device
+
+
 def init_distributed(device: str | None) -> Dist:
     """The process group from torchrun's environment, or a single-process Dist on `device`."""
     if not launched():
-        return Dist(device=torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
+        return Dist(device=resolve_device(device))
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    cuda = resolve_device(device).type == "cuda"
     if cuda:
         torch.cuda.set_device(local)
     dev = torch.device("cuda", local) if cuda else torch.device("cpu")

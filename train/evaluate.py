@@ -20,6 +20,7 @@ from synth.lexicon import Lexicon
 from train.checkpoint import CheckpointError, model_weights, read_run_config
 from train.config import config_from_dict
 from train.data import ShardStream, find_shards
+from train.distributed import resolve_device
 from train.metrics import accuracy_at_k, mrr, normalise, normalized_edit_similarity, radius_distance_ratio, ranks
 from train.model import DualEncoder
 
@@ -47,7 +48,7 @@ def load_model(target: Path, text_encoder: Path | None = None, device: str | Non
         raise CheckpointError(f"the run's text encoder folder is gone: {encoder}; pass its new place with --text-encoder")
     model = DualEncoder(config.model, encoder)
     model.load_saved_state(weights, str(target))
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     return model.to(dev).eval(), provenance, run
 
 
