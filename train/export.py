@@ -69,11 +69,11 @@ def sample_images(roots: Sequence[Path], n: int, height: int, width: int, seed: 
     """(n, 1, height, width) float32 images drawn at random (seeded) from shard sets, prepared as in training."""
     import pyarrow.parquet as pq
 
-    from train.data import find_shards
+    from train.data import count_rows, find_shards
     from train.images import decode
 
     shards = [p for root in roots for p in find_shards(Path(root))]
-    counts = [pq.ParquetFile(p).metadata.num_rows for p in shards]
+    counts = [count_rows([p]) for p in shards]
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.choice(sum(counts), min(n, sum(counts)), replace=False))
     starts = np.cumsum([0, *counts])
