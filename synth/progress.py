@@ -98,11 +98,16 @@ def progress_bar(console: Console, unit: str = "items") -> Progress:
 
 
 class _LineStatus:
-    def __init__(self, console: Console) -> None:
-        self.console = console
+    """Stages as lines; the opening one waits for the first stage, so that an input error raised before
+    any work prints as one line with nothing before it."""
+
+    def __init__(self, console: Console, opening: str) -> None:
+        self.console, self.pending = console, [opening]
 
     def update(self, message: str) -> None:
-        self.console.print(f"… {message}", markup=False, highlight=False, soft_wrap=True)
+        for line in [*self.pending, message]:
+            self.console.print(f"… {line}", markup=False, highlight=False, soft_wrap=True)
+        self.pending = []
 
 
 @contextmanager
@@ -110,9 +115,7 @@ def spinner(console: Console, message: str) -> Iterator:
     """`console.status(message)` on a terminal; elsewhere each message (this one and every `.update(msg)`)
     as a line of its own."""
     if console.is_terminal:
-        with console.status(message) as spinner:
-            yield spinner
+        with console.status(message) as live:
+            yield live
     else:
-        line = _LineStatus(console)
-        line.update(message)
-        yield line
+        yield _LineStatus(console, message)

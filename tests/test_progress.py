@@ -44,3 +44,7 @@ def test_spinner_messages_become_lines_in_a_log():
     with spinner(Console(file=log, force_terminal=False), "export") as status:
         status.update("checking ONNX against PyTorch")
     assert log.getvalue().splitlines() == ["… export", "… checking ONNX against PyTorch"]
+    quiet = io.StringIO()
+    with spinner(Console(file=quiet, force_terminal=False), "export"):
+        pass  # e.g. refused before any work: nothing but the error is printed
+    assert quiet.getvalue() == ""

@@ -399,7 +399,6 @@ def prepare_text_encoder(out_dir: Path | None = None, *, force: bool = False, ch
     say = progress or (lambda _msg: None)
     out_dir = Path(out_dir if out_dir is not None else default_encoder_dir()).expanduser().absolute()
     if not force:
-        say(f"checking {out_dir}")
         stamp = existing_stamp(out_dir)
         if stamp is not None:
             return {**stamp, "folder": str(out_dir), "seconds": round(time.perf_counter() - started, 1), "reused": True}
