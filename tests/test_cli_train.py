@@ -108,6 +108,10 @@ def test_bad_input_is_one_line(world, tmp_path):
     one_error_line(runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(tmp_path / "x"),
                                        "--set", "optim.warmup=2", *small]), "optim.warmup must be in [0, 1)")
 
+    one_error_line(runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(tmp_path / "w"),
+                                       *small, "--workers", "9999"]), "9,999 data workers is more than 4 per CPU core")
+    one_error_line(runner.invoke(app, ["eval", "--ckpt", str(run), "--data", str(root / "held"), "--workers", "9999"]),
+                   "--workers: 9,999 data workers")
     one_error_line(runner.invoke(app, ["eval", "--ckpt", str(run), "--data", str(root / "held"), "--device", "tpu"]),
                    "--device 'tpu' is not a device; use cpu, cuda or cuda:N")
     one_error_line(runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(tmp_path / "d"),

@@ -18,7 +18,7 @@ import torch
 
 from synth.lexicon import Lexicon
 from train.checkpoint import CheckpointError, model_weights, read_run_config
-from train.config import config_from_dict
+from train.config import config_from_dict, workers_refusal
 from train.data import ShardStream, find_shards
 from train.distributed import resolve_device
 from train.metrics import accuracy_at_k, mrr, normalise, normalized_edit_similarity, radius_distance_ratio, ranks
@@ -57,6 +57,9 @@ def embed_images(model: DualEncoder, roots: Sequence[Path], batch_size: int | No
                  langs: Sequence[str] | None = None, progress=None) -> dict[str, np.ndarray]:
     """Image embeddings (N, D) with their semantic IDs, languages, texts and keys (shard file, row in it),
     streamed from the shards, `batch_size` images per pass (default: `default_batch_size`)."""
+    refusal = workers_refusal(workers)
+    if refusal:
+        raise ValueError(f"--workers: {refusal}")
     shards = [p for root in roots for p in find_shards(Path(root))]
     c = model.config.image
     device = next(model.parameters()).device
