@@ -24,7 +24,7 @@ err = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    err.print(message, markup=False, highlight=False, soft_wrap=True)
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -123,6 +123,8 @@ def audit_sample(
     from synth.files import write_atomic
     from synth.lexicon_build import AUDIT_SEED, draw_audit_sample, render_audit
 
+    if output.is_dir():
+        _fail(f"{output} is a folder; --out takes a file name, e.g. {output / 'AUDIT.tsv'}")
     if output.exists() and not force:
         _fail(f"{output}: exists (it may hold verdicts); pass --force to overwrite")
     try:

@@ -20,6 +20,7 @@ from synth.cli_fonts import SplitOpt as FontsOpt  # the same three font splits
 from synth.corpus import load_corpus
 from synth.dataset import Part, build_dataset, merge_parts
 from synth.fetch import FetchError
+from synth.files import write_atomic
 from synth.lexicon import LANGS, LexiconError
 from synth.manifest import DatasetError
 from synth.plan import PlanConfig, PlanError
@@ -244,15 +245,23 @@ def preview(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
 ) -> None:
     """Write a contact sheet of random samples, each labelled with its text, language and style (PNG)."""
+    import io
+
+    import pyarrow as pa
+
     from synth.preview import SheetConfig, contact_sheet
 
+    if sheet.is_dir():
+        raise _fail(f"{sheet} is a folder; --out takes a file name, e.g. {sheet / 'sheet.png'}")
     if sheet.exists() and not force:
         raise _fail(f"{sheet} exists; pass --force to replace it")
     try:
         image = contact_sheet(root, SheetConfig(n=n, seed=seed, columns=columns), catalogue)
-        tmp = sheet.with_name(f".{sheet.name}.tmp")
-        image.save(tmp, format="PNG")  # PNG whatever the name's extension
-        tmp.replace(sheet)
+        png = io.BytesIO()
+        image.save(png, format="PNG")  # PNG whatever the name's extension
+        write_atomic(sheet, png.getvalue())
+    except pa.ArrowException as exc:
+        raise _fail(f"{root}: a shard cannot be read ({str(exc).splitlines()[0]}); `synth verify {root}` names it")
     except (*_ERRORS, OSError) as exc:
         raise _fail(str(exc).splitlines()[0])
     out.print(f"wrote {sheet} ({image.width}×{image.height} px)", soft_wrap=True, highlight=False)

@@ -273,7 +273,12 @@ def load_config(path: Path | None) -> BuildConfig:
     """BuildConfig from a YAML mapping of field -> value (None: the defaults); unknown keys are errors."""
     if path is None:
         return BuildConfig()
-    doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ValueError(f"--config {path}: cannot read it ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     known = {f.name: f for f in fields(BuildConfig)}
     if not isinstance(doc, dict) or set(doc) - set(known):
         unknown = sorted(set(doc) - set(known)) if isinstance(doc, dict) else ["(not a mapping)"]

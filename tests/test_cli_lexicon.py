@@ -36,7 +36,7 @@ def test_cli_stats_on_a_bad_lexicon_prints_one_line(tmp_path):
     path.write_text("semantic_id\ten\tes\tzh\n0\tdog\tperro\n", encoding="utf-8")
     result = runner.invoke(cli_lexicon.app, ["stats", "--lexicon", str(path)])
     assert result.exit_code == 1
-    assert result.stderr.strip().splitlines() == [f"{path}:2: too few columns: expected 4 (semantic_id, en, es, zh), found 3"]
+    assert result.stderr.strip().splitlines() == [f"error: {path}:2: too few columns: expected 4 (semantic_id, en, es, zh), found 3"]
     assert "Traceback" not in result.output
 
 
@@ -85,7 +85,14 @@ def test_cli_build_reports_bad_overrides_in_one_line(tmp_path, sources, monkeypa
     out = tmp_path / "lexicon.tsv"
     result = runner.invoke(cli_lexicon.app, ["build", "--out", str(out), "--overrides", str(overrides)])
     assert result.exit_code == 1 and not out.exists()
-    assert re.fullmatch(rf"{re.escape(str(overrides))}:2: unknown key 'bogus'.*\n", result.stderr)
+    assert re.fullmatch(rf"error: {re.escape(str(overrides))}:2: unknown key 'bogus'.*\n", result.stderr)
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("a: [1,\n")
+    result = runner.invoke(cli_lexicon.app, ["build", "--out", str(out), "--config", str(bad_yaml)])
+    assert result.exit_code == 1 and not out.exists()
+    assert result.stderr.startswith(f"error: --config {bad_yaml}: not valid YAML") and len(result.stderr.splitlines()) == 1
+    result = runner.invoke(cli_lexicon.app, ["audit-sample", "--out", str(tmp_path), "--force"])
+    assert result.exit_code == 1 and "is a folder; --out takes a file name" in result.stderr
 
 
 def test_cli_audit_sample(tmp_path):

@@ -57,6 +57,13 @@ def test_render_verify_preview_end_to_end(world, tmp_path):
     bare = tmp_path / "sheet-without-extension"
     shown = runner.invoke(app, ["preview", str(out), "--out", str(bare), "--n", "3", "--catalogue", str(w.catalogue)])
     assert shown.exit_code == 0 and bare.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    folder = runner.invoke(app, ["preview", str(out), "--out", str(tmp_path), "--force", "--catalogue", str(w.catalogue)])
+    assert folder.exit_code == 1 and "is a folder; --out takes a file name" in folder.output
+    shard = min((out / "data").glob("*.parquet"))
+    shard.write_bytes(shard.read_bytes()[:300])  # cut short: no Parquet footer
+    broken = runner.invoke(app, ["preview", str(out), "--out", str(tmp_path / "b.png"), "--catalogue", str(w.catalogue)])
+    assert broken.exit_code == 1 and f"synth verify {out}` names it" in broken.output, broken.output
+    assert "Traceback" not in broken.output and not list(tmp_path.glob(".*.tmp")) and not (tmp_path / "b.png").exists()
 
     shard = out / manifest["shards"][0]["name"]
     shard.write_bytes(shard.read_bytes()[:-1] + b"\0")
