@@ -78,6 +78,7 @@ def test_pretrain_finetune_eval(world):
     one_error_line(runner.invoke(app, [*again, str(notes)]), "notes.json exists and was not written by `train eval`")
     one_error_line(runner.invoke(app, [*again, str(root / "fresh.json")]), "fresh.md exists and was not written by")
     one_error_line(runner.invoke(app, [*again, str(root / "shards")]), "is a folder; --out takes a file name")
+    one_error_line(runner.invoke(app, [*again, str(lone_md / "e.json")]), "cannot make its folder")
     assert notes.read_text() == '{"mine": true}' and lone_md.read_text() == "my table"
     assert not (root / "fresh.json").exists() and not (root / "notes.md").exists()
     for command in (["baseline", "tesseract", "--data", str(root / "held")],

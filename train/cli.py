@@ -216,6 +216,10 @@ def evaluate_cmd(
         refusal = report_refusal(target, [target.with_suffix(".md")], lambda p: is_json_with(p, EVAL_KEYS), "train eval")
         if refusal:
             raise ValueError(refusal)
+        try:  # before the work: an unwritable place fails now
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"--out {target}: cannot make its folder {target.parent} ({exc.strerror})") from None
         total = count_rows(data)
         bar = progress_bar(err, unit="images")
         with bar:
@@ -226,7 +230,6 @@ def evaluate_cmd(
         raise _fail(str(exc).splitlines()[0])
     result = {"run": str(Path(ckpt).resolve()), "data": [str(Path(d).resolve()) for d in data],
               "loss": provenance["config"]["loss"], **result}
-    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     table = markdown(result)
     target.with_suffix(".md").write_text(table, encoding="utf-8")
