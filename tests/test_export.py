@@ -17,7 +17,7 @@ from synth.lexicon import load_lexicon
 from tests.train_fixtures import LEXICON, make_tiny_bert, tiny_config, write_lexicon, write_shards
 from train.cli import app
 from train.evaluate import embed_texts, load_model
-from train.export import sample_images
+from train.export import ExportError, leading_stages, sample_images
 from train.trainer import train_stage
 
 runner = CliRunner()
@@ -281,7 +281,7 @@ def test_int8_fp32_stages_keep_the_first_stages_in_fp32(exported, tmp_path):
 
     import onnx
 
-    root, _, data = exported
+    root, lexicon_path, data = exported
     folder = tmp_path / "edge"
     shutil.copytree(root / "edge", folder)
     result = runner.invoke(app, ["quantize", "--export", str(folder), "--calibration", str(data), "--overwrite",
@@ -304,3 +304,8 @@ def test_int8_fp32_stages_keep_the_first_stages_in_fp32(exported, tmp_path):
                                  "--calibration-images", "16", "--int8-fp32-stages", "13"])
     assert result.exit_code == 1 and "has 13 stages, so at most 12" in result.output
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    with pytest.raises(ExportError, match="has 13 stages, so at most 12"):  # the graph's own count agrees
+        leading_stages(graph.node, 13)
+    result = runner.invoke(app, ["export", "--ckpt", str(root / "run"), "--out", str(tmp_path / "early"), "--int8",
+                                 "--calibration", str(data), "--int8-fp32-stages", "13", "--lexicon", str(lexicon_path)])
+    assert result.exit_code == 1 and "at most 12" in result.output and not (tmp_path / "early").exists()

@@ -34,7 +34,7 @@ from synth.files import atomic_folder, replace_refusal, sha256_file
 from synth.lexicon import LANGS, Lexicon
 from train.edge import FORMAT, onnx_session, read_manifest
 from train.evaluate import embed_texts
-from train.image_tower import ImageTower
+from train.image_tower import BNECK_SMALL, ImageTower
 from train.model import DualEncoder
 from train.search import weights_digest
 
@@ -235,6 +235,10 @@ class Int8Settings:
             raise ExportError(f"unknown --calibration-method {self.method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
         if self.weights not in INT8_WEIGHTS:
             raise ExportError(f"unknown --int8-weights {self.weights!r}; expected one of {', '.join(INT8_WEIGHTS)}")
+        stages = len(BNECK_SMALL) + 2  # the stem, the bnecks, the last 1×1 conv; leading_stages checks the graph too
+        if self.fp32_stages >= stages:
+            raise ExportError(f"--int8-fp32-stages {self.fp32_stages}: the image tower has {stages} stages, so at most "
+                              f"{stages - 1} can stay in fp32 (0 quantises them all)")
 
 
 def int8_graph(fp32: Path, int8: Path, gallery: np.ndarray, calibration: Sequence[Path], height: int, width: int,
