@@ -45,7 +45,7 @@ class LineProgress(Progress):
 
     def __init__(self, console: Console, unit: str, every: float = LOG_EVERY) -> None:
         super().__init__(console=console, disable=True)
-        self.out, self.unit, self.every = console, unit, every
+        self.unit, self.every = unit, every
         self._logged: dict[TaskID, float] = {}
 
     def _line(self, task_id: TaskID) -> None:
@@ -53,7 +53,7 @@ class LineProgress(Progress):
         self._logged[task_id] = time.monotonic()
         total = f"/{task.total:,.0f}" if task.total is not None else ""
         rate = f", {task.completed / task.elapsed:,.1f} {self.unit}/s" if task.elapsed and task.completed else ""
-        self.out.print(f"{task.description}: {task.completed:,.0f}{total}{rate}, {task.elapsed or 0:,.0f} s",
+        self.console.print(f"{task.description}: {task.completed:,.0f}{total}{rate}, {task.elapsed or 0:,.0f} s",
                        markup=False, highlight=False, soft_wrap=True)
 
     def _maybe_line(self, task_id: TaskID) -> None:
