@@ -205,7 +205,6 @@ def evaluate_cmd(
     Within-language Acc@1/3/5 and MRR per language and overall; with --cross-lingual the six directions
     en→zh, zh→en, zh→es, es→zh, es→en, en→es and their mean; the R/D ratio of the image embeddings.
     """
-
     from train.data import count_rows
     from train.evaluate import evaluate, load_model, markdown
 
@@ -304,7 +303,6 @@ def index(
     device: DeviceOpt = None,
 ) -> None:
     """Embed every image of a shard set for `train search --index ... --text WORD`."""
-
     from train.data import count_rows
     from train.evaluate import load_model
     from train.search import SearchError, build_index
@@ -503,7 +501,8 @@ def report(
     inputs = ReportInputs(run, list(ood), list(in_domain or []), list(baseline_json or []),
                           named(ablation, "--ablation", "no-inv=runs/no-inv"), list(ablation_data or []),
                           named(elsewhere, "--elsewhere", "'NVIDIA H100=runs/paper'"))
-    def ours(page: Path) -> bool:
+
+    def ours(page: Path) -> bool:  # a page `train report` generated may be rewritten
         try:
             return GENERATED in page.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
