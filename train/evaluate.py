@@ -28,8 +28,8 @@ LANG_ORDER = ("en", "es", "zh")
 DIRECTIONS = (("en", "zh"), ("zh", "en"), ("zh", "es"), ("es", "zh"), ("es", "en"), ("en", "es"))
 KS = (1, 3, 5)
 # Images per forward pass when none is asked for: 256 on a GPU; on a CPU about half a million input pixels
-# (32 images at 64×256, 128 at 32×128), so that a pass's activations stay in cache. Batches of 256 at 64×256
-# ran at half the speed of batches of 32 on 2 cores (docs/benchmarks.md).
+# (32 images at 64×256, 128 at 32×128), so that a pass's activations stay in cache. At 64×256 on 2 cores,
+# PyTorch ran batches of 256 at less than half the speed of batches of 32 (docs/benchmarks.md).
 GPU_BATCH = 256
 CPU_BATCH_PIXELS = 1 << 19
 
