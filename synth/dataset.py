@@ -306,7 +306,8 @@ def merge_parts(parts: list[Path], out: Path, *, lexicon_path: Path | None = Non
     plan: Plan = plan_tasks(PlanConfig(**first["config"]["plan"]), lexicon, catalogue)
     whole = {k: v for k, v in first.items() if k != "part"}
     final = with_records(whole, {name: record for name, (_, record) in records.items()})
-    refusal = replace_refusal(out, overwrite, lambda o: read_manifest(o) is not None, "a synth dataset", "synth")
+    refusal = replace_refusal(out, overwrite, lambda o: read_manifest(o) is not None, "a synth dataset", "synth",
+                              foreign_files)
     if refusal:
         raise DatasetError(refusal)
     with atomic_folder(out, overwrite) as tmp:

@@ -10,7 +10,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -57,16 +57,28 @@ def is_empty(folder: Path) -> bool:
     return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
 
 
-def replace_refusal(out: Path, overwrite: bool, is_ours: Callable[[Path], bool], what: str, command: str) -> str | None:
-    """Why `out` may not be written, or None: a non-empty `out` is replaced only with `overwrite`, and only
-    if `is_ours(out)` says `command` wrote it (`what` names such a folder, e.g. "an index")."""
+def replace_refusal(out: Path, overwrite: bool, is_ours: Callable[[Path], bool], what: str, command: str,
+                    foreign: Callable[[Path], list[str]]) -> str | None:
+    """Why `out` may not be written, or None: a non-empty `out` is replaced only with `overwrite`, only if
+    `is_ours(out)` says `command` wrote it (`what` names such a folder, e.g. "an index"), and only if it
+    holds nothing else: `foreign(out)` lists the paths `command` did not write, which would be lost."""
     if is_empty(out):
         return None
     if not overwrite:
         return f"{out} already exists; choose another --out, or pass --overwrite to replace {what}"
     if not (out.is_dir() and is_ours(out)):
         return f"{out} is not {what} written by `{command}`; refusing to replace it"
+    extra = foreign(out)
+    if extra:
+        return (f"{out} also holds files `{command}` did not write ({', '.join(extra[:5])}); move them away "
+                "first, or choose another --out")
     return None
+
+
+def files_besides(folder: Path, names: Iterable[str]) -> list[str]:
+    """Paths of the files under `folder`, relative to it, other than `names`."""
+    known = set(names)
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and str(p.relative_to(folder)) not in known)
 
 
 def report_refusal(report: Path, beside: Sequence[Path], is_ours: Callable[[Path], bool], command: str) -> str | None:

@@ -159,6 +159,17 @@ def test_running_again_keeps_an_unchanged_folder_and_names_a_changed_file(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e5"]
 
 
+def test_force_keeps_a_folder_holding_files_of_the_users(tmp_path):
+    ours = tmp_path / "e5"
+    ours.mkdir()
+    (ours / STAMP).write_text(json.dumps({"converter": e5_convert.CONVERTER, "files": {"config.json": "x"}}))
+    (ours / "config.json").write_text("{}")
+    (ours / "my-notes.txt").write_text("keep")
+    with pytest.raises(ConversionError, match=r"did not write \(my-notes.txt\)"):
+        prepare_text_encoder(ours, force=True, check_words=["agua"])
+    assert (ours / "my-notes.txt").read_text() == "keep"
+
+
 def test_force_swaps_a_folder_of_ours_for_the_new_one(tmp_path):
     old, new = tmp_path / "e5", tmp_path / ".e5.tmp"
     for folder, text in ((old, "old"), (new, "new")):

@@ -103,6 +103,15 @@ def test_export_refusals(exported, tmp_path):
     args = ["export", "--ckpt", str(root / "run"), "--lexicon", str(lexicon_path)]
     result = runner.invoke(app, [*args, "--out", str(root / "edge")])
     assert result.exit_code == 1 and "already exists" in result.output
+    mine = tmp_path / "mine-edge"
+    mine.mkdir()
+    for name in ("manifest.json", "gallery.tsv"):
+        (mine / name).write_bytes((root / "edge" / name).read_bytes())
+    (mine / "sub").mkdir()
+    (mine / "sub" / "plot.png").write_bytes(b"mine")
+    result = runner.invoke(app, [*args, "--out", str(mine), "--overwrite"])
+    assert result.exit_code == 1 and "did not write (sub/plot.png)" in result.output
+    assert (mine / "sub" / "plot.png").read_bytes() == b"mine"
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "e"), "--int8"])
     assert result.exit_code == 1 and "int8 needs calibration images" in result.output
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "e"), "--int8", "--calibration", str(data),

@@ -99,6 +99,11 @@ def test_iam_import_maps_counts_and_feeds_training(tmp_path, lexicon):
                                 "--overwrite", "--lexicon", str(lexicon)])
     assert again.exit_code == 0, again.output
     assert json.loads((out / "manifest.json").read_text())["counts"]["rows"] == 4  # the er word "fire" joined
+    (out / "data" / "notes.txt").write_text("mine")  # a user's file inside the import: --overwrite keeps off
+    again = runner.invoke(app, ["import", "iam", "--root", str(tmp_path / "iam"), "--out", str(out), "--include-er",
+                                "--overwrite", "--lexicon", str(lexicon)])
+    assert again.exit_code == 1 and "did not write (data/notes.txt)" in again.output
+    (out / "data" / "notes.txt").unlink()
 
 
 def one_error(result, *fragments):

@@ -67,6 +67,11 @@ def test_index_then_text_search_matches_brute_force(world, tmp_path):
     again = ["index", "--ckpt", str(root / "run"), "--data", str(data), "--out", str(index_dir)]
     assert "already exists" in runner.invoke(app, again).output
     assert runner.invoke(app, [*again, "--overwrite"]).exit_code == 0
+    (index_dir / "notes.txt").write_text("my notes")  # a file of the user's inside our index
+    result = runner.invoke(app, [*again, "--overwrite"])
+    assert result.exit_code == 1 and "also holds files `train index` did not write (notes.txt)" in result.output
+    assert (index_dir / "notes.txt").read_text() == "my notes"
+    (index_dir / "notes.txt").unlink()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("keep")
     result = runner.invoke(app, ["index", "--ckpt", str(root / "run"), "--data", str(data), "--out",

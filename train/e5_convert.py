@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.files import sha256_file
+from synth.files import files_besides, sha256_file
 from synth.paths import cache_dir
 from train.e5_tokenizer import MAX_LENGTH, ReferenceTokenizer, Vocab, write_tokenizer
 
@@ -364,6 +364,11 @@ def check_destination(out_dir: Path, force: bool) -> None:
                               f"(no {STAMP}); refusing to touch it")
     if not force:
         raise ConversionError(f"{out_dir} already exists (use --force to rebuild it)")
+    files = json.loads((out_dir / STAMP).read_text(encoding="utf-8")).get("files") or {}
+    extra = files_besides(out_dir, [STAMP, *files])
+    if extra:  # --force replaces the whole folder: what we did not write would be lost
+        raise ConversionError(f"{out_dir} also holds files `train text-encoder prepare` did not write "
+                              f"({', '.join(extra[:5])}); move them away first")
 
 
 def write_model(source: Source, folder: Path) -> list[str]:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synth.files import atomic_folder, replace_refusal, sha256_file
+from synth.files import atomic_folder, files_besides, replace_refusal, sha256_file
 from synth.lexicon import LANGS, Lexicon
 from train.edge import FORMAT, onnx_session, read_manifest
 from train.evaluate import embed_texts
@@ -287,7 +287,8 @@ def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, ca
     and return its manifest."""
     say = progress or (lambda _msg: None)
     out = Path(out)
-    refusal = replace_refusal(out, overwrite, lambda folder: (folder / MANIFEST).is_file(), "an export", "train export")
+    refusal = replace_refusal(out, overwrite, lambda folder: (folder / MANIFEST).is_file(), "an export", "train export",
+                              lambda folder: files_besides(folder, (MANIFEST, FP32, INT8, GALLERY, GALLERY_KEYS)))
     if refusal:
         raise ExportError(refusal)
     if int8:

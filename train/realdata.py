@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from synth import __version__
-from synth.files import atomic_folder, replace_refusal
+from synth.files import atomic_folder, files_besides, replace_refusal
 from synth.lexicon import LANGS, Lexicon
 from synth.manifest import DATA, FORMAT, MANIFEST, SIZES, DatasetError, read_manifest, sizes, write_json
 from synth.schema import SEMANTIC_ID
@@ -130,7 +130,7 @@ def write_real_dataset(
     called once per source word.
     """
     out = Path(out)
-    refusal = replace_refusal(out, overwrite, _is_import, "an import", "train import")
+    refusal = replace_refusal(out, overwrite, _is_import, "an import", "train import", _not_written_by_import)
     if refusal:
         raise SourceError(refusal)
     shard_config = shard_config or ShardConfig()
@@ -166,6 +166,11 @@ def write_real_dataset(
     result.rows, result.ids, result.writers = len(rows), len({r[SEMANTIC_ID] for r in rows}), len(writers)
     _write(rows, out, lexicon, config, command, overwrite, rows_per_shard, shard_config, result)
     return result
+
+
+def _not_written_by_import(folder: Path) -> list[str]:
+    return [f for f in files_besides(folder, (MANIFEST, SIZES, UNMAPPED))
+            if not (f.startswith(f"{DATA}/") and f.endswith(".parquet") and f.count("/") == 1)]
 
 
 def _is_import(folder: Path) -> bool:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from synth.files import atomic_folder, replace_refusal
+from synth.files import atomic_folder, files_besides, replace_refusal
 from synth.lexicon import LANGS, Lexicon
 from train.evaluate import embed_images, embed_texts
 from train.images import ImageError, decode
@@ -62,7 +62,8 @@ def build_index(model: DualEncoder, run: Path, roots: Sequence[Path], out: Path,
                 workers: int = 0, overwrite: bool = False, progress: Callable[[int], None] | None = None) -> dict:
     """Embed every image of `roots` and write the index folder `out` (atomically: a temporary folder, renamed)."""
     out = Path(out)
-    refusal = replace_refusal(out, overwrite, lambda folder: (folder / META).is_file(), "an index", "train index")
+    refusal = replace_refusal(out, overwrite, lambda folder: (folder / META).is_file(), "an index", "train index",
+                              lambda folder: files_besides(folder, (META, EMBEDDINGS, ROWS)))
     if refusal:
         raise SearchError(refusal)
     images = embed_images(model, roots, batch_size, workers, progress=progress)
