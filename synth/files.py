@@ -13,6 +13,9 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 
 def exit_on_sigterm() -> None:
@@ -25,6 +28,18 @@ def exit_on_sigterm() -> None:
 
 def _sigterm(signum, _frame) -> None:
     sys.exit(128 + signum)
+
+
+def read_yaml(path: Path, error: type[Exception], label: str | None = None) -> Any:
+    """A YAML file's document ({} when empty), or `error` with a one-line message that starts with `label`
+    (default: the path) and says what is wrong: unreadable, or not valid YAML."""
+    label = label or str(path)
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise error(f"{label}: cannot read it ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{label}: not valid YAML ({getattr(exc, 'problem', None) or str(exc).splitlines()[0]})") from None
 
 
 def sha256_file(path: Path) -> str:

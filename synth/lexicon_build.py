@@ -17,9 +17,8 @@ import random
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
 from synth.charsets import gb2312_level1
+from synth.files import read_yaml
 from synth.lexicon import LANGS, Entry, Lexicon, LexiconError, parse_lexicon
 from synth.lexicon_candidates import EN_WORD, ES_WORD, Candidate, chinese_candidates, spanish_candidates, zipf
 from synth.lexicon_embed import Embedder, SimilarityTable
@@ -273,12 +272,7 @@ def load_config(path: Path | None) -> BuildConfig:
     """BuildConfig from a YAML mapping of field -> value (None: the defaults); unknown keys are errors."""
     if path is None:
         return BuildConfig()
-    try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ValueError(f"--config {path}: cannot read it ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    doc = read_yaml(path, ValueError, f"--config {path}")
     known = {f.name: f for f in fields(BuildConfig)}
     if not isinstance(doc, dict) or set(doc) - set(known):
         unknown = sorted(set(doc) - set(known)) if isinstance(doc, dict) else ["(not a mapping)"]

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from synth.files import read_yaml
+
 PRESET_DIR = Path(__file__).parent / "configs" / "distort"
 
 # The effects of the recipe, in the order they run (see synth.recipe). A config lists the ones in use.
@@ -157,12 +159,7 @@ def load_render_config(preset: str = "default", path: Path | None = None, overri
     preset_path = PRESET_DIR / f"{preset}.yaml"
     _apply(cfg, yaml.safe_load(preset_path.read_text(encoding="utf-8")) or {}, str(preset_path))
     if path is not None:
-        try:
-            values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        values = read_yaml(path, ConfigError)
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of config fields")
         values.pop("preset", None)

@@ -8,11 +8,12 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from synth import files
 from synth.cli import app as synth_app
-from synth.files import is_json_with, report_refusal
+from synth.files import is_json_with, read_yaml, report_refusal
 
 SCRIPT = """
 import sys, time
@@ -56,3 +57,16 @@ def test_report_refusal(tmp_path):
     report.write_text("[1, 2]")
     assert "r.json exists" in report_refusal(report, [table], ours, "cmd")
     assert "is a folder" in report_refusal(tmp_path, [], ours, "cmd")
+
+
+def test_read_yaml_names_the_file_and_the_problem(tmp_path):
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("a: 1\n")
+    bad.write_text("a: [1,\n")
+    assert read_yaml(good, ValueError) == {"a": 1}
+    (tmp_path / "empty.yaml").write_text("")
+    assert read_yaml(tmp_path / "empty.yaml", ValueError) == {}
+    with pytest.raises(KeyError, match=r"--config .*bad.yaml: not valid YAML"):
+        read_yaml(bad, KeyError, f"--config {bad}")
+    with pytest.raises(ValueError, match=r"nope.yaml: cannot read it \(No such file or directory\)"):
+        read_yaml(tmp_path / "nope.yaml", ValueError)

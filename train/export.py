@@ -122,6 +122,10 @@ def prepare_graph(fp32: Path, prepared: Path) -> list:
     return list(model.graph.node)
 
 
+def too_many_stages(asked: int, stages: int) -> str:
+    return f"--int8-fp32-stages {asked}: the image tower has {stages} stages, so at most {stages - 1} can stay in fp32 (0 quantises them all)"
+
+
 def leading_stages(nodes: Sequence, stages: int) -> list[str]:
     """The names of the `prepare_graph` nodes from the input through the image tower's first `stages`
     stages (`features.0`, the stem convolution, then one inverted-residual block each), picked by their
@@ -130,8 +134,7 @@ def leading_stages(nodes: Sequence, stages: int) -> list[str]:
         return []
     found = {int(m.group(1)) for n in nodes for m in [re.match(r"/features/features\.(\d+)/", n.name)] if m}
     if stages >= len(found):
-        raise ExportError(f"--int8-fp32-stages {stages}: the image tower has {len(found)} stages, so at most "
-                          f"{len(found) - 1} can stay in fp32 (0 quantises them all)")
+        raise ExportError(too_many_stages(stages, len(found)))
     boundary = f"/features/features.{stages}/"
     return [n.name for n in itertools.takewhile(lambda n: not n.name.startswith(boundary), nodes)]
 
@@ -237,8 +240,7 @@ class Int8Settings:
             raise ExportError(f"unknown --int8-weights {self.weights!r}; expected one of {', '.join(INT8_WEIGHTS)}")
         stages = len(BNECK_SMALL) + 2  # the stem, the bnecks, the last 1×1 conv; leading_stages checks the graph too
         if self.fp32_stages >= stages:
-            raise ExportError(f"--int8-fp32-stages {self.fp32_stages}: the image tower has {stages} stages, so at most "
-                              f"{stages - 1} can stay in fp32 (0 quantises them all)")
+            raise ExportError(too_many_stages(self.fp32_stages, stages))
 
 
 def int8_graph(fp32: Path, int8: Path, gallery: np.ndarray, calibration: Sequence[Path], height: int, width: int,
