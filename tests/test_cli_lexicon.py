@@ -93,6 +93,8 @@ def test_cli_build_reports_bad_overrides_in_one_line(tmp_path, sources, monkeypa
     assert result.stderr.startswith(f"error: --config {bad_yaml}: not valid YAML") and len(result.stderr.splitlines()) == 1
     result = runner.invoke(cli_lexicon.app, ["audit-sample", "--out", str(tmp_path), "--force"])
     assert result.exit_code == 1 and "is a folder; --out takes a file name" in result.stderr
+    result = runner.invoke(cli_lexicon.app, ["audit-sample", "--out", str(tmp_path / "a.tsv"), "--n", "0"])
+    assert result.exit_code == 2 and not (tmp_path / "a.tsv").exists()  # --n must be at least 1
 
 
 def test_cli_audit_sample(tmp_path):

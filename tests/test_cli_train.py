@@ -3,6 +3,7 @@ dozen word images with the test fonts, the trainer runs a few steps on a tiny BE
 Then each kind of bad input gets one clear line and exit code 1."""
 
 import json
+import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -118,6 +119,15 @@ def test_bad_input_is_one_line(world, tmp_path):
     one_error_line(runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(tmp_path / "d"),
                                        "--device", "cuda:99", *small]), "--device cuda:99: ")
     assert not (tmp_path / "d").exists()
+
+    torn = tmp_path / "torn"
+    shutil.copytree(root / "held", torn)
+    shard = min((torn / "data").glob("*.parquet"))
+    shard.write_bytes(shard.read_bytes()[:200])  # no Parquet footer
+    one_error_line(runner.invoke(app, ["eval", "--ckpt", str(run), "--data", str(torn), "--lexicon", str(w.lexicon),
+                                       "--out", str(tmp_path / "torn.json")]),
+                   f"{shard}: not a readable Parquet file")
+    assert not (tmp_path / "torn.json").exists()
 
     weights = run / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])

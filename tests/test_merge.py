@@ -76,6 +76,11 @@ def test_parts_merge_into_the_single_build(world, tmp_path):
         find_shards(parts[1])
     one_error(runner.invoke(app, ["merge", *map(str, parts), "--out", str(merged), *common]),
               "already exists; choose another --out, or pass --overwrite")
+    (merged / "notes.txt").write_text("mine")  # --overwrite must not take a user's file with it
+    one_error(runner.invoke(app, ["merge", *map(str, parts), "--out", str(merged), "--overwrite", *common]),
+              "also holds files `synth` did not write (notes.txt)")
+    assert (merged / "notes.txt").read_text() == "mine"
+    (merged / "notes.txt").unlink()
     one_error(runner.invoke(app, [*args, "--out", str(parts[0]), "--shard-index", "1", "--num-shards", "3"]),
               "holds part 0 of 3 of this dataset, and this command builds part 1 of 3")
     one_error(runner.invoke(app, [*args, "--out", str(tmp_path / "p"), "--shard-index", "3", "--num-shards", "3"]),
