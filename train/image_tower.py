@@ -139,6 +139,9 @@ class ImageTower(nn.Module):
         )
         self._frozen_blocks = 0  # leading blocks of self.features held frozen by lock()
         self._init_weights()
+        # NHWC kernels: on CPU (oneDNN) a training step at 32×128 runs 2.1× faster than NCHW
+        # (docs/benchmarks.md); loading a state dict copies values into these tensors and keeps the layout.
+        self.features.to(memory_format=torch.channels_last)
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -183,7 +186,7 @@ class ImageTower(nn.Module):
 
     def pooled(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features after global average pooling: (B, 1, H, W) → (B, 576)."""
-        x = (images - 0.5) / 0.5  # [0, 1] → [-1, 1], ink and paper symmetric around 0
+        x = ((images - 0.5) / 0.5).contiguous(memory_format=torch.channels_last)  # [0, 1] → [-1, 1]: ink and paper symmetric
         x = self.features(x)  # (B, 576, H/32, W/32)
         return x.mean(dim=(2, 3))  # (B, 576)
 
