@@ -112,7 +112,7 @@ def test_batch_must_divide_over_the_ranks(bert, tmp_path):
     config = tiny_config(bert, **{"batch.batch_size": 13})
     with pytest.raises(TrainingError, match="does not divide over 2 processes; use a multiple of 2"):
         _train_stage(config, [tmp_path], tmp_path / "run", load_lexicon(lexicon_path), Dist(rank=0, world=2),
-                     None, None, None, None, None)
+                     None, None, None, None, (None, None, None))
     assert not (tmp_path / "run").exists()
 
 

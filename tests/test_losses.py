@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train.losses import InfoNCE, InvarianceLoss, LexiconInfoNCE, LogitScale, RetrievalLoss  # noqa: E402
+from train.losses import InfoNCE, InvarianceLoss, LexiconInfoNCE, LogitScale, PrototypeLoss, RetrievalLoss  # noqa: E402
 
 SEEDS = range(5)
 
@@ -125,6 +125,59 @@ def test_retrieval_loss_total_and_switches(use_v2t, use_t2v, use_inv):
     assert set(out) == set(expected)  # terms that are off are absent
     for k, val in expected.items():
         assert out[k].item() == pytest.approx(val, rel=1e-10)
+
+
+def make_gallery(seed: int, ids: list[int], d: int = 8):
+    """L2-normalised (N, D) gallery texts with their (N,) semantic IDs (an ID may have 1-3 texts)."""
+    g = torch.Generator().manual_seed(seed + 100)
+    gallery = torch.nn.functional.normalize(torch.randn(len(ids), d, generator=g, dtype=torch.float64), dim=1)
+    return gallery, torch.tensor(ids)
+
+
+def brute_prototype(queries, query_ids, gallery, gallery_ids, scale) -> float:
+    """−(1/Q) Σ_q log( exp(scale·s(q, p_y)) / Σ_k exp(scale·s(q, p_k)) ), p_k the normalised sum of ID k's texts."""
+    prototypes = {}
+    for k in sorted(set(gallery_ids)):
+        total = [sum(g[j] for g, y in zip(gallery, gallery_ids) if y == k) for j in range(len(gallery[0]))]
+        norm = math.sqrt(dot(total, total))
+        prototypes[k] = [x / norm for x in total]
+    loss = 0.0
+    for q, y in zip(queries, query_ids):
+        den = sum(math.exp(scale * dot(q, p)) for p in prototypes.values())
+        loss += -math.log(math.exp(scale * dot(q, prototypes[y])) / den)
+    return loss / len(queries)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_prototype_loss_matches_brute_force(seed):
+    v, t, y = make_batch(seed)  # IDs 0..3
+    gallery, gallery_ids = make_gallery(seed, [0, 0, 0, 1, 1, 2, 2, 2, 3, 5])  # ID 5: a text no image has
+    scale, lam, align = 9.0, 0.3, 0.6
+    out = RetrievalLoss(objective="prototype", align=align, lam=lam)(
+        v, t, y, torch.tensor(scale, dtype=v.dtype), gallery_embeds=gallery, gallery_ids=gallery_ids)
+    vl, tl, yl = lists(v, t, y)
+    gl, gyl = gallery.tolist(), gallery_ids.tolist()
+    v2p, t2p = brute_prototype(vl, yl, gl, gyl, scale), brute_prototype(gl, gyl, gl, gyl, scale)
+    inv = brute_inv(vl, tl, yl, 1e-6)
+    assert set(out) == {"loss", "v2p", "t2p", "inv"}
+    assert out["v2p"].item() == pytest.approx(v2p, rel=1e-10)
+    assert out["t2p"].item() == pytest.approx(t2p, rel=1e-10)
+    assert out["loss"].item() == pytest.approx(v2p + align * t2p + lam * inv, rel=1e-10)
+    off = RetrievalLoss(objective="prototype", use_inv=False)(v, t, y, torch.tensor(scale, dtype=v.dtype),
+                                                              gallery_embeds=gallery, gallery_ids=gallery_ids)
+    assert set(off) == {"loss", "v2p", "t2p"}
+
+
+def test_prototype_loss_is_low_when_translations_and_images_meet():
+    """Texts of one ID on one point and images on it: L_t2p and L_v2p near 0 at a sharp temperature."""
+    g = torch.Generator().manual_seed(0)
+    points = torch.nn.functional.normalize(torch.randn(4, 16, generator=g, dtype=torch.float64), dim=1)
+    gallery_ids = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
+    y = torch.tensor([0, 1, 2, 3, 2, 1])
+    out = PrototypeLoss()(points[y], y, points[gallery_ids], gallery_ids, torch.tensor(100.0, dtype=torch.float64))
+    assert out["v2p"].item() < 1e-3 and out["t2p"].item() < 1e-3
+    with pytest.raises(ValueError, match="no text in the gallery"):
+        PrototypeLoss()(points[y], y + 10, points[gallery_ids], gallery_ids, torch.tensor(10.0))
 
 
 def test_every_term_off_is_an_error():

@@ -57,15 +57,23 @@ def test_no_weight_decay_on_biases_norms_and_temperature(tiny):
     _, _, bert, _ = tiny
     from train.model import DualEncoder
 
-    model = DualEncoder(tiny_config(bert).model, bert)
-    decay, no_decay = param_groups(model, 0.05)
+    config = tiny_config(bert)
+    assert config.model.text.unlocked_layers > 0
+    model = DualEncoder(config.model, bert)
+    groups = param_groups(model, 0.05, encoder_lr_scale=0.1)
     names = {id(p): n for n, p in model.named_parameters()}
-    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
-    assert all(p.ndim >= 2 for p in decay["params"])
-    assert "logit_scale.log_scale" in {names[id(p)] for p in no_decay["params"]}
-    assert not any(".bias" in names[id(p)] for p in decay["params"])
+    decay = [p for g in groups if g["weight_decay"] == 0.05 for p in g["params"]]
+    no_decay = [p for g in groups if g["weight_decay"] == 0.0 for p in g["params"]]
+    assert len(groups) == 4 and len(decay) + len(no_decay) == sum(len(g["params"]) for g in groups)
+    assert all(p.ndim >= 2 for p in decay)
+    assert "logit_scale.log_scale" in {names[id(p)] for p in no_decay}
+    assert not any(".bias" in names[id(p)] for p in decay)
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
-    assert {id(p) for p in decay["params"] + no_decay["params"]} == trainable
+    assert {id(p) for p in decay + no_decay} == trainable
+    # the unlocked pre-trained layers, and only they, take the encoder's share of the rate
+    for g in groups:
+        encoder = {names[id(p)].startswith("text.model.") for p in g["params"]}
+        assert encoder == {g["lr_scale"] == 0.1}
 
 
 def test_resume_reaches_the_uninterrupted_result(tiny, tmp_path):
@@ -199,19 +207,55 @@ def test_training_learns_the_fixture_task(tiny, tmp_path):
     assert report["gallery"]["size"] == 8 and report["n_images"] == 48
 
 
+def test_prototype_objective_learns_across_languages_and_logs_validation(tiny, tmp_path):
+    """The prototype objective (texts of an ID drawn onto one prototype) retrieves across languages; --val
+    scores each epoch into metrics.jsonl and curves.png."""
+    _, lexicon, bert, _ = tiny
+    data = write_shards(tmp_path / "more", per_id=6, seed=1)
+    held = write_shards(tmp_path / "held", per_id=2, seed=9)
+    config = tiny_config(bert, **{"optim.epochs": 12, "batch.batch_size": 24, "optim.lr": 3e-3, "precise_bn_batches": 6,
+                                  "loss.objective": "prototype", "loss.use_inv": False, "model.text.proj_hidden": 32,
+                                  "val_every": 4})
+    epochs = []
+    train_stage(config, [data], tmp_path / "run", lexicon, val=[held], on_epoch=epochs.append)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"v2p", "t2p"} <= set(records[0]) and "itc" not in records[0]
+    scored = [r for r in records if "val_acc1" in r]
+    assert [r["epoch_done"] for r in scored] == [4, 8, 12] and scored == [r for r in epochs if "val_acc1" in r]
+    assert {"val_acc1_en", "val_acc1_es", "val_acc1_zh", "val_cross_acc1"} <= set(scored[-1])
+    assert scored[-1]["val_acc1"] >= 0.5 and (tmp_path / "run" / "curves.png").is_file()
+    from train.evaluate import evaluate, load_model
+
+    report = evaluate(load_model(tmp_path / "run")[0], [held], lexicon, cross_lingual=True)
+    assert report["within"]["all"]["acc@1"] >= 0.5 and report["cross"]["mean"]["acc@1"] >= 0.5, report
+    assert report["within"]["all"]["acc@1"] == pytest.approx(scored[-1]["val_acc1"], abs=0.2)
+
+
+def test_validation_leaves_training_unchanged(tiny, tmp_path):
+    """Scoring --val at every epoch (its BN re-estimate on a copy, its text passes) changes no weight."""
+    _, lexicon, bert, data = tiny
+    held = write_shards(tmp_path / "held", per_id=1, seed=9)
+    config = tiny_config(bert, **{"loss.objective": "prototype"})
+    train_stage(config, [data], tmp_path / "plain", lexicon)
+    train_stage(config, [data], tmp_path / "scored", lexicon, val=[held])
+    plain, scored = (load_file(tmp_path / run / "model.safetensors") for run in ("plain", "scored"))
+    assert plain.keys() == scored.keys() and all(torch.equal(plain[k], scored[k]) for k in plain)
+
+
 def test_text_gallery_positives_by_brute_force():
-    """Columns are the distinct strings; a homograph ("sol" for IDs 1 and 3) is one column of both IDs."""
+    """Columns are the distinct (ID, text) pairs; a homograph ("sol" for IDs 1 and 3) is a column of each."""
     texts = np.array(["sun", "sol", "太阳", "sol", "floor", "sun", "sol"], dtype=object)
     ids = np.array([1, 1, 1, 3, 3, 1, 3])
     gallery = TextGallery(texts, ids)
-    assert gallery.texts == sorted(set(texts)) and [gallery.texts[i] for i in gallery.index] == texts.tolist()
+    pairs = sorted(set(zip(ids.tolist(), texts.tolist())))
+    assert list(zip(gallery.ids.tolist(), gallery.texts)) == pairs
+    assert [(gallery.ids[k], gallery.texts[k]) for k in gallery.index] == list(zip(ids, texts))
     rows = np.array([0, 3, 4, 2])
     for label_aware in (False, True):
         mask = gallery.positives(rows, label_aware)
         for i, r in enumerate(rows):
-            for k, text in enumerate(gallery.texts):
-                same_id = any(t == text and y == ids[r] for t, y in zip(texts, ids))
-                assert mask[i, k] == (text == texts[r] or (label_aware and same_id))
+            for k, (y, text) in enumerate(pairs):
+                assert mask[i, k] == ((y, text) == (ids[r], texts[r]) or (label_aware and y == ids[r]))
 
 
 def test_lexicon_negatives_learn_the_fixture_task(tiny, tmp_path):

@@ -65,6 +65,8 @@ LrOpt = Annotated[float | None, typer.Option("--lr", help="Peak learning rate (d
 MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps (the LR schedule spans them).")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", min=0, help="DataLoader processes decoding images (default: the preset's).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Any config value, KEY=VALUE with a dotted key, e.g. loss.lam=0.5 (repeatable).")]
+ValOpt = Annotated[list[Path] | None, typer.Option(
+    "--val", help="Held-out shards scored at epoch ends (Acc@1 within and across languages) into metrics.jsonl and curves.png; repeatable.")]
 ResumeOpt = Annotated[str | None, typer.Option("--resume", help="Continue --out from `latest` or a checkpoint folder.")]
 LexiconOpt = Annotated[Path | None, typer.Option("--lexicon", help="Lexicon TSV (default: lexicon/lexicon.tsv).")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 … (default: cuda when available).")]
@@ -85,7 +87,7 @@ def _overrides(text_encoder, epochs, batch_size, lr, max_steps, workers, sets) -
 
 
 def _run_stage(stage: str, data, run, preset, text_encoder, epochs, batch_size, lr, max_steps, workers, sets,
-               resume, lexicon, device, init=None) -> None:
+               resume, lexicon, device, init=None, val=None) -> None:
     from train.distributed import resolve_device
     from train.trainer import TrainingError, train_stage
 
@@ -107,6 +109,13 @@ def _run_stage(stage: str, data, run, preset, text_encoder, epochs, batch_size, 
             bar.start()
             task = bar.add_task(stage, total=total - start)
 
+        def on_epoch(record: dict) -> None:
+            if "val_acc1" in record:
+                langs = " ".join(f"{k[-2:]} {v:.3f}" for k, v in record.items() if k.startswith("val_acc1_"))
+                cross = f" · cross-lingual {record['val_cross_acc1']:.3f}" if "val_cross_acc1" in record else ""
+                bar.console.print(f"epoch {record['epoch_done']}: held-out Acc@1 {record['val_acc1']:.3f} "
+                                  f"({langs}){cross} · mean loss {record['loss_mean']:.3f}", highlight=False)
+
         def on_step(record: dict) -> None:
             bar.update(task, completed=record["step"] - first,
                        description=f"{stage} · step {record['step']:,} · epoch {record['epoch'] + 1} · "
@@ -114,7 +123,7 @@ def _run_stage(stage: str, data, run, preset, text_encoder, epochs, batch_size, 
 
         try:
             result = train_stage(config, data, run, lex, init=init, resume=resume, device=device,
-                                 on_step=on_step, on_start=on_start)
+                                 val=val, on_step=on_step, on_start=on_start, on_epoch=on_epoch)
         finally:
             bar.stop()
     except (*_errors(), TrainingError) as exc:
@@ -146,6 +155,7 @@ def pretrain(
     max_steps: MaxStepsOpt = None,
     workers: WorkersOpt = None,
     sets: SetOpt = None,
+    val: ValOpt = None,
     resume: ResumeOpt = None,
     lexicon: LexiconOpt = None,
     device: DeviceOpt = None,
@@ -158,7 +168,7 @@ def pretrain(
     hour) and `paper` (the reference settings: lr 1e-4, 20 epochs, batch ≈ number of semantic IDs).
     """
     _run_stage("pretrain", data, run, preset, text_encoder, epochs, batch_size, lr, max_steps, workers, sets,
-               resume, lexicon, device)
+               resume, lexicon, device, val=val)
 
 
 @app.command()
@@ -174,6 +184,7 @@ def finetune(
     max_steps: MaxStepsOpt = None,
     workers: WorkersOpt = None,
     sets: SetOpt = None,
+    val: ValOpt = None,
     resume: ResumeOpt = None,
     lexicon: LexiconOpt = None,
     device: DeviceOpt = None,
@@ -183,7 +194,7 @@ def finetune(
     The model part of the config must match the --init run's; everything else may differ.
     """
     _run_stage("finetune", data, run, preset, text_encoder, epochs, batch_size, lr, max_steps, workers, sets,
-               resume, lexicon, device, init=init)
+               resume, lexicon, device, init=init, val=val)
 
 
 @app.command("eval")

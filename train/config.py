@@ -19,6 +19,7 @@ written beside the run's checkpoints, so `--resume` can say exactly what changed
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -81,11 +82,16 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
+    # "infonce": the paper's L_ITC (+ λ·L_INV), with the options below; "prototype": L_v2p + α·L_t2p (+ λ·L_INV),
+    # one language-agnostic prototype per semantic ID (train/losses.py). Absent from runs made before it: infonce.
+    objective: str = "infonce"
+    align: float = 1.0              # α, weight of L_t2p (prototype objective)
     use_v2t: bool = True
     use_t2v: bool = True
     use_inv: bool = True
     lam: float = 1.0                # λ, weight of L_INV
-    label_aware: bool = False       # every same-ID row a positive (an option to measure, not the default)
+    # infonce only:
+    label_aware: bool = False       # every same-ID row a positive (an option to measure, not the paper's)
     negatives: str = "batch"        # L_v2t negatives: "batch" (the paper) or "lexicon" (every lexicon text)
 
 
@@ -104,6 +110,7 @@ class BatchConfig:
 @dataclass
 class OptimConfig:
     lr: float = 1e-4                # peak learning rate (AdamW)
+    encoder_lr: float = 0.0         # peak rate of the unlocked pre-trained text-encoder layers; 0: the same as lr
     epochs: int = 20
     max_steps: int = 0              # > 0: stop after this many steps; the schedule spans them
     warmup: float = 0.05            # share of the steps with a linear warm-up from 0
@@ -125,6 +132,8 @@ class RunConfig:
     checkpoint_every: int = 0       # steps between checkpoints (0: at each epoch end only)
     keep_checkpoints: int = 2       # newest step checkpoints kept on disk
     precise_bn_batches: int = 32    # batches re-estimating the image tower's BN statistics at the end (0: off)
+    val_images: int = 3000          # held-out images scored at epoch ends when a run is given --val
+    val_every: int = 1              # epochs between those scores (the last epoch is always scored)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -246,7 +255,8 @@ def workers_refusal(workers: int) -> str | None:
 def validate(c: RunConfig, where: str) -> None:
     o = c.optim
     checks = [
-        (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
+        (math.isfinite(o.lr) and o.lr > 0, f"optim.lr must be a finite number > 0, got {o.lr}"),
+        (math.isfinite(o.encoder_lr) and o.encoder_lr >= 0, f"optim.encoder_lr must be ≥ 0, got {o.encoder_lr}"),
         (o.epochs >= 1, f"optim.epochs must be ≥ 1, got {o.epochs}"),
         (o.max_steps >= 0, f"optim.max_steps must be ≥ 0, got {o.max_steps}"),
         (0 <= o.warmup < 1, f"optim.warmup must be in [0, 1), got {o.warmup}"),
@@ -261,6 +271,10 @@ def validate(c: RunConfig, where: str) -> None:
          "model.image needs image_height and image_width ≥ 32"),
         (c.keep_checkpoints >= 1, f"keep_checkpoints must be ≥ 1, got {c.keep_checkpoints}"),
         (c.precise_bn_batches >= 0, f"precise_bn_batches must be ≥ 0, got {c.precise_bn_batches}"),
+        (c.val_images >= 1 and c.val_every >= 1, f"val_images and val_every must be ≥ 1, got {c.val_images}, {c.val_every}"),
+        (c.loss.objective in ("infonce", "prototype"),
+         f"loss.objective must be 'infonce' or 'prototype', got {c.loss.objective!r}"),
+        (c.loss.lam >= 0 and c.loss.align >= 0, f"loss.lam and loss.align must be ≥ 0, got {c.loss.lam}, {c.loss.align}"),
         (c.loss.negatives in ("batch", "lexicon"),
          f"loss.negatives must be 'batch' or 'lexicon', got {c.loss.negatives!r}"),
         (c.checkpoint_every >= 0, f"checkpoint_every must be ≥ 0, got {c.checkpoint_every}"),
@@ -268,5 +282,5 @@ def validate(c: RunConfig, where: str) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{where}: {message}")
-    if not (c.loss.use_v2t or c.loss.use_t2v or (c.loss.use_inv and c.loss.lam > 0)):
+    if c.loss.objective == "infonce" and not (c.loss.use_v2t or c.loss.use_t2v or (c.loss.use_inv and c.loss.lam > 0)):
         raise ConfigError(f"{where}: every loss term is off; enable loss.use_v2t, loss.use_t2v or loss.use_inv")

@@ -15,6 +15,14 @@ arguments: image_embeds, text_embeds, semantic_ids, logit_scale.
 
 Option (not the paper's): with `negatives="lexicon"` L_v2t ranks each image against every lexicon text of
 the training languages, g_1..g_N, instead of the batch's texts (`LexiconInfoNCE`).
+
+Objective `prototype` (this toolkit's default; `PrototypeLoss`): one language-agnostic prototype per semantic
+ID, the normalised sum of its texts' embeddings; images and texts are both classified against all of them:
+
+    p_k   = Σ_{n: c_n = k} g_n / ‖Σ_{n: c_n = k} g_n‖
+    L_v2p = −(1/B) Σ_i log( exp(s(v_i,p_{y_i})/τ) / Σ_k exp(s(v_i,p_k)/τ) )
+    L_t2p = −(1/N) Σ_n log( exp(s(g_n,p_{c_n})/τ) / Σ_k exp(s(g_n,p_k)/τ) )
+    L     = L_v2p + α·L_t2p (+ λ·L_INV when on)
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -144,6 +153,44 @@ class LexiconInfoNCE(nn.Module):
         return _multi_positive_nll(logit_scale * image_embeds @ gallery_embeds.T, positives)
 
 
+class PrototypeLoss(nn.Module):
+    """Language-agnostic semantic prototypes: images and texts both classified against one prototype per ID.
+
+    g_1..g_N are the text embeddings of the gallery (every lexicon text of the training rows, in all their
+    languages) and c_n the semantic ID of g_n. The prototype of ID k is the normalised sum of its texts,
+        p_k = Σ_{n: c_n = k} g_n / ‖Σ_{n: c_n = k} g_n‖,
+    and with v_i an image of semantic ID y_i:
+        L_v2p = −(1/B) Σ_i log( exp(s(v_i,p_{y_i})/τ) / Σ_k exp(s(v_i,p_k)/τ) )     image → prototype
+        L_t2p = −(1/N) Σ_n log( exp(s(g_n,p_{c_n})/τ) / Σ_k exp(s(g_n,p_k)/τ) )     text → prototype
+    L_t2p draws the translations of an ID onto one point and away from every other ID, so a gallery in any
+    language ranks an image's meaning the same way; L_v2p asks each image to pick its ID among all of them
+    (every ID a negative at every step, and never a translation or a copy of its own text). The image space
+    is language-agnostic because one prototype serves an ID's images in all three scripts.
+    """
+
+    def forward(
+        self,
+        image_embeds: torch.Tensor,
+        semantic_ids: torch.Tensor,
+        gallery_embeds: torch.Tensor,
+        gallery_ids: torch.Tensor,
+        logit_scale: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """{"v2p", "t2p"} for (B, D) images with (B,) IDs, (N, D) gallery texts with (N,) IDs, and scale 1/τ."""
+        if gallery_ids.shape != gallery_embeds.shape[:1]:
+            raise ValueError(f"gallery_ids must be (N,) = ({gallery_embeds.shape[0]},); got {tuple(gallery_ids.shape)}")
+        ids, column = torch.unique(gallery_ids, return_inverse=True)  # (K,) sorted IDs, (N,) prototype of each text
+        target = torch.searchsorted(ids, semantic_ids)  # (B,)
+        if (target >= len(ids)).any() or (ids[target.clamp(max=len(ids) - 1)] != semantic_ids).any():
+            raise ValueError("an image's semantic ID has no text in the gallery")
+        g = gallery_embeds.to(torch.promote_types(gallery_embeds.dtype, torch.float32))
+        sums = g.new_zeros(len(ids), g.shape[1]).index_add(0, column, g)  # (K, D)
+        prototypes = F.normalize(sums, dim=-1)
+        v = image_embeds.to(g.dtype)
+        return {"v2p": F.cross_entropy(logit_scale * v @ prototypes.T, target),
+                "t2p": F.cross_entropy(logit_scale * g @ prototypes.T, column)}
+
+
 class InvarianceLoss(nn.Module):
     """Omni-modal semantic invariance loss L_INV (paper eqs. 6–7).
 
@@ -178,12 +225,14 @@ class InvarianceLoss(nn.Module):
 
 
 class RetrievalLoss(nn.Module):
-    """Total objective L = L_ITC + λ·L_INV with each term switchable for the paper's ablation (Table 5).
+    """Total objective: the paper's L = L_ITC + λ·L_INV (objective "infonce"), each term switchable for its
+    ablation (Table 5), or L = L_v2p + α·L_t2p + λ·L_INV (objective "prototype", `PrototypeLoss`).
 
     The contrastive part averages the directions that are on: (L_v2t + L_t2v)/2 with both, the single
     one otherwise; "itc" in the output is that average. λ = `lam` (default 1.0: the paper says it sets λ
     empirically for all experiments, but the value is lost from our copy, so λ is reported with every
-    result). `forward` returns {"loss", "v2t", "t2v", "itc", "inv"}, without the keys of terms that are off.
+    result). `forward` returns {"loss", "v2t", "t2v", "itc", "inv"} (infonce) or {"loss", "v2p", "t2p",
+    "inv"} (prototype), without the keys of terms that are off.
     """
 
     def __init__(
@@ -194,15 +243,21 @@ class RetrievalLoss(nn.Module):
         lam: float = 1.0,  # λ, weight of L_INV
         label_aware: bool = False,  # multi-positive InfoNCE instead of the paper's form
         eps: float = 1e-6,  # ε smoothing of L_INV
+        objective: str = "infonce",  # "infonce" (the paper's L_ITC) or "prototype" (L_v2p + α·L_t2p)
+        align: float = 1.0,  # α, weight of L_t2p (prototype objective)
     ):
         super().__init__()
-        if lam < 0:
-            raise ValueError(f"lam (λ) must be ≥ 0, got {lam}")
-        if not (use_v2t or use_t2v or (use_inv and lam > 0)):
+        if lam < 0 or align < 0:
+            raise ValueError(f"lam (λ) and align (α) must be ≥ 0, got {lam} and {align}")
+        if objective not in ("infonce", "prototype"):
+            raise ValueError(f"objective must be 'infonce' or 'prototype', got {objective!r}")
+        if objective == "infonce" and not (use_v2t or use_t2v or (use_inv and lam > 0)):
             raise ValueError("every loss term is switched off: enable use_v2t, use_t2v or use_inv (with lam > 0)")
         self.use_v2t, self.use_t2v, self.use_inv, self.lam = use_v2t, use_t2v, use_inv, lam
+        self.objective, self.align = objective, align
         self.infonce = InfoNCE(label_aware=label_aware)
         self.lexicon_infonce = LexiconInfoNCE()
+        self.prototype = PrototypeLoss()
         self.invariance = InvarianceLoss(eps=eps)
 
     def forward(
@@ -213,13 +268,24 @@ class RetrievalLoss(nn.Module):
         logit_scale: torch.Tensor,
         gallery_embeds: torch.Tensor | None = None,
         gallery_positives: torch.Tensor | None = None,
+        gallery_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Loss terms for L2-normalised (B, D) embeddings, (B,) semantic IDs and the scale 1/τ.
 
-        Given `gallery_embeds` (N, D) and `gallery_positives` (B, N), L_v2t is `LexiconInfoNCE`'s.
+        The prototype objective needs `gallery_embeds` (N, D) with their `gallery_ids` (N,). Under infonce,
+        given `gallery_embeds` and `gallery_positives` (B, N), L_v2t is `LexiconInfoNCE`'s.
         """
         _check_batch(image_embeds, text_embeds, semantic_ids)
         out: dict[str, torch.Tensor] = {}
+        if self.objective == "prototype":
+            if gallery_embeds is None or gallery_ids is None:
+                raise ValueError("the prototype objective needs gallery_embeds and gallery_ids")
+            out.update(self.prototype(image_embeds, semantic_ids, gallery_embeds, gallery_ids, logit_scale))
+            total = out["v2p"] + self.align * out["t2p"]
+            if self.use_inv:
+                out["inv"] = self.invariance(image_embeds, text_embeds, semantic_ids)
+                total = total + self.lam * out["inv"]
+            return {"loss": total, **out}
         if self.use_v2t or self.use_t2v:
             nce = self.infonce(image_embeds, text_embeds, semantic_ids, logit_scale)
             if gallery_embeds is not None and self.use_v2t:

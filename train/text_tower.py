@@ -88,6 +88,7 @@ class FrozenPrefixCache:
 
     def __init__(self) -> None:
         self._states: dict[str, torch.Tensor] = {}
+        self._pooled: dict[str, torch.Tensor] = {}  # mean over each string's states, made on first use
 
     def __len__(self) -> int:
         return len(self._states)
@@ -97,6 +98,7 @@ class FrozenPrefixCache:
 
     def clear(self) -> None:
         self._states.clear()
+        self._pooled.clear()
 
     def missing(self, texts: list[str]) -> list[str]:
         return list(dict.fromkeys(t for t in texts if t not in self._states))
@@ -106,6 +108,14 @@ class FrozenPrefixCache:
         lengths = mask.sum(dim=1).tolist()
         for text, states, n in zip(texts, hidden.detach(), lengths):
             self._states[text] = states[: int(n)].clone()  # clone: don't pin the whole batch in memory
+
+    def pooled(self, texts: list[str], device: torch.device) -> torch.Tensor:
+        """Mean-pooled states (U, H) of cached strings, in the order given: for a wholly frozen encoder, whose
+        cached states are its output, this is all a step needs (no padding, no per-step pooling)."""
+        for t in texts:
+            if t not in self._pooled:
+                self._pooled[t] = self._states[t].mean(dim=0)
+        return torch.stack([self._pooled[t] for t in texts]).to(device)
 
     def batch(self, texts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded (U, T, H) states and (U, T) mask for cached strings, in the order given."""
@@ -282,8 +292,12 @@ class TextTower(nn.Module):
         inverse = torch.tensor([index[t] for t in texts], device=self._device())  # (B,)
         if self._use_cache() and not self._top_checked:
             self._check_top_path(unique)
-        hidden, mask = self._cached(unique) if self._use_cache() else self._full(unique)  # (U, T, H), (U, T)
-        z = F.normalize(self.projector(mean_pool(hidden, mask)), dim=-1)  # (U, D)
+        if self._use_cache() and not self._top_layers():  # wholly frozen: the cache holds the pooled output
+            self._fill_cache(unique)
+            pooled = self.cache.pooled(unique, self._device())  # (U, H)
+        else:
+            pooled = mean_pool(*(self._cached(unique) if self._use_cache() else self._full(unique)))  # (U, H)
+        z = F.normalize(self.projector(pooled), dim=-1)  # (U, D)
         return z[inverse]  # (B, D): scatter back to batch order; gradients add up over repeats
 
     def forward(self, texts: list[str]) -> torch.Tensor:

@@ -47,9 +47,11 @@ from train.distributed import Dist, init_distributed
 from train.losses import RetrievalLoss
 from train.model import DualEncoder, resolve_text_encoder
 from train.sampler import CoOccurrenceSampler, SamplerConfig
+from train.validate import ValidationSet, recalibrate_bn
 
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
+VAL_BN_BATCHES = 8  # training batches re-estimating BN statistics for each validation (train.validate)
 
 
 class TrainingError(RuntimeError):
@@ -68,17 +70,21 @@ class StageResult:
 
 
 class TextGallery:
-    """The distinct lexicon texts of the training rows, for L_v2t against the whole lexicon
-    (`loss.negatives: lexicon`): `texts` (N), `index` (rows,) the column of each row's own text."""
+    """The lexicon texts of the training rows, one column per distinct (semantic ID, text), for the prototype
+    objective and for L_v2t against the whole lexicon (`loss.negatives: lexicon`): `texts` (N), `ids` (N,) the
+    semantic ID of each column, `index` (rows,) the column of each row's own text. A homograph ("pie" is an
+    English and a Spanish word of two IDs) is one column per ID: its prototype is the ID's, not a blend."""
 
     def __init__(self, row_texts: np.ndarray, semantic_ids: np.ndarray) -> None:
-        texts, self.index = np.unique(row_texts.astype(str), return_inverse=True)
-        self.texts: list[str] = texts.tolist()
+        texts, text_of_row = np.unique(row_texts.astype(str), return_inverse=True)
+        pairs, index = np.unique(np.stack([semantic_ids, text_of_row.reshape(-1)]), axis=1, return_inverse=True)
+        self.index = index.reshape(-1)
+        self.ids = pairs[0]  # sorted: np.unique orders the pairs by ID first
+        self.texts: list[str] = texts[pairs[1]].tolist()
         self.semantic_ids = semantic_ids
-        # A string may belong to several IDs (a homograph), and an ID has one text per language.
-        ids, columns = np.unique(np.stack([semantic_ids, self.index]), axis=1)
-        starts = np.searchsorted(ids, np.unique(ids))
-        self.columns_of_id = dict(zip(ids[starts].tolist(), np.split(columns, starts[1:]), strict=True))
+        starts = np.flatnonzero(np.r_[True, self.ids[1:] != self.ids[:-1]])
+        self.columns_of_id = dict(zip(self.ids[starts].tolist(), np.split(np.arange(len(self.ids)), starts[1:]),
+                                      strict=True))
 
     def positives(self, rows: np.ndarray, label_aware: bool) -> np.ndarray:
         """(B, N) boolean: each row's own text, and with `label_aware` every text of its semantic ID."""
@@ -100,14 +106,17 @@ def lr_at(step: int, total: int, c: RunConfig) -> float:
     return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on matrices and kernels only — not on biases, norms or the temperature."""
-    decay, no_decay = [], []
+def param_groups(model: torch.nn.Module, weight_decay: float, encoder_lr_scale: float = 1.0) -> list[dict]:
+    """AdamW groups: weight decay on matrices and kernels only — not on biases, norms or the temperature; the
+    unlocked layers of the pre-trained text encoder (`text.model.*`) in groups of their own whose rate is
+    `encoder_lr_scale` × the schedule's (the other parameters start from scratch and take the full rate)."""
+    groups = {(decay, encoder): [] for decay in (True, False) for encoder in (False, True)}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.ndim >= 2 and "logit_scale" not in name else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if p.requires_grad:
+            groups[(p.ndim >= 2 and "logit_scale" not in name, name.startswith("text.model."))].append(p)
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0,
+             "lr_scale": encoder_lr_scale if encoder else 1.0}
+            for (decay, encoder), params in groups.items() if params or not encoder]
 
 
 def data_fingerprint(roots: Sequence[Path]) -> list[dict]:
@@ -215,25 +224,31 @@ def train_stage(
     resume: str | None = None,
     device: str | None = None,
     stop_at: int | None = None,
+    val: Sequence[Path] | None = None,
     on_step: Callable[[dict], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> StageResult:
     """Run (or resume) one stage. `stop_at` ends after that many total steps with a checkpoint, as an
-    interruption would; `on_start(total_steps, start_step)` and `on_step(record)` feed a progress display.
+    interruption would; `val` is a held-out set scored every `config.val_every` epochs (`train.validate`),
+    logged with the epoch's mean loss; `on_start(total_steps, start_step)`, `on_step(record)` and
+    `on_epoch(record)` feed a progress display.
 
     Under torchrun (WORLD_SIZE > 1) every rank runs this with the same arguments: each takes its slice of
     every global batch, the loss sees the gathered global batch (`train.distributed`), and only rank 0
     writes the run folder and calls the callbacks."""
     ddp = init_distributed(device)
     try:
-        return _train_stage(config, data, Path(out), lexicon, ddp, init, resume, stop_at, on_step, on_start)
+        return _train_stage(config, data, Path(out), lexicon, ddp, init, resume, stop_at, val,
+                            (on_start, on_step, on_epoch))
     finally:
         ddp.close()
 
 
 def _train_stage(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Lexicon, ddp: Dist,
-                 init: Path | None, resume: str | None, stop_at: int | None,
-                 on_step: Callable[[dict], None] | None, on_start: Callable[[int, int], None] | None) -> StageResult:
+                 init: Path | None, resume: str | None, stop_at: int | None, val: Sequence[Path] | None,
+                 callbacks: tuple) -> StageResult:
+    on_start, on_step, on_epoch = callbacks
     if config.batch.batch_size % ddp.world:
         raise TrainingError(f"batch.batch_size {config.batch.batch_size} does not divide over {ddp.world} processes; "
                             f"use a multiple of {ddp.world}")
@@ -262,11 +277,14 @@ def _train_stage(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Le
         _load_init(model, Path(init), config)
     model.to(dev)
     net = ddp.wrap(model, model.frozen_text_keys())  # DDP under torchrun, else the model itself
-    optimizer = torch.optim.AdamW(param_groups(model, config.optim.weight_decay), lr=config.optim.lr,
+    encoder_scale = config.optim.encoder_lr / config.optim.lr if config.optim.encoder_lr else 1.0
+    optimizer = torch.optim.AdamW(param_groups(model, config.optim.weight_decay, encoder_scale), lr=config.optim.lr,
                                   betas=config.optim.betas)
     loss_fn = RetrievalLoss(config.loss.use_v2t, config.loss.use_t2v, config.loss.use_inv, config.loss.lam,
-                            config.loss.label_aware)
-    gallery = TextGallery(shards.texts, shards.semantic_ids) if config.loss.negatives == "lexicon" else None
+                            config.loss.label_aware, objective=config.loss.objective, align=config.loss.align)
+    prototypes = config.loss.objective == "prototype"
+    gallery = TextGallery(shards.texts, shards.semantic_ids) \
+        if prototypes or config.loss.negatives == "lexicon" else None
     state = TrainState()
     if checkpoint is not None:
         weights, optim_state, state, rng = read_checkpoint(checkpoint)
@@ -279,8 +297,16 @@ def _train_stage(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Le
         write_atomic(out / CONFIG, json.dumps(provenance, indent=1) + "\n")
     model.text.precompute(sorted(set(shards.texts.tolist())))
 
-    dataset = BatchDataset(shards, config.model.image.image_height, config.model.image.image_width,
-                           config.data.augment, config.seed)
+    height, width = config.model.image.image_height, config.model.image.image_width
+    dataset = BatchDataset(shards, height, width, config.data.augment, config.seed)
+    validation = ValidationSet(val, lexicon, height, width, config.val_images) if val else None
+
+    def first_batches(epoch: int, n: int) -> Iterable[torch.Tensor]:
+        """The images of the first `n` global batches of `epoch` (this rank's slices), on the device."""
+        sampler.set_epoch(epoch)
+        loader = batch_loader(dataset, EpochBatches(list(sampler)[:n], epoch, 0, ddp.rank, ddp.world),
+                              config.data.workers)
+        return (b["images"].to(dev) for b in loader)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if checkpoint is not None:
         restore_rng(rng)  # last: filling the text cache runs the (dropout-enabled) top layers
@@ -308,7 +334,7 @@ def _train_stage(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Le
                 rows = batch["rows"].numpy()  # this rank's slice of the global batch
                 lr = lr_at(state.step, total, config)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)  # absent in checkpoints of older runs
                 sids = torch.as_tensor(shards.semantic_ids[rows], device=dev)
                 extra = {} if gallery is None else {"gallery": gallery.texts,
                                                     "text_index": torch.as_tensor(gallery.index[rows], device=dev)}
@@ -317,7 +343,9 @@ def _train_stage(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Le
                                   **extra)
                 outputs = ddp.gather_rows({**outputs, "rows": torch.as_tensor(rows, device=dev)})
                 global_rows = outputs.pop("rows").cpu().numpy()
-                if gallery is not None:
+                if prototypes:
+                    outputs["gallery_ids"] = torch.as_tensor(gallery.ids, device=dev)
+                elif gallery is not None:
                     outputs["gallery_positives"] = torch.as_tensor(
                         gallery.positives(global_rows, config.loss.label_aware), device=dev)
                 terms = loss_fn(**{k: (v.float() if k.endswith("embeds") else v) for k, v in outputs.items()})
@@ -344,9 +372,13 @@ def _train_stage(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Le
                 done_epoch = state.batch == per_epoch
                 if done_epoch:
                     state.epoch, state.batch = state.epoch + 1, 0
+                    summary = {"step": state.step, "epoch_done": state.epoch, "loss_mean": float(np.mean(epoch_losses))}
+                    if validation is not None and (state.epoch % config.val_every == 0 or state.step >= total):
+                        summary.update(validation.score(model, first_batches(state.epoch, VAL_BN_BATCHES)))
                     if main:
-                        _log(out / METRICS, {"step": state.step, "epoch_done": state.epoch,
-                                             "loss_mean": float(np.mean(epoch_losses))})
+                        _log(out / METRICS, summary)
+                    if on_epoch and main:
+                        on_epoch(summary)
                 stop = should_stop()
                 every = config.checkpoint_every and state.step % config.checkpoint_every == 0
                 if (done_epoch or every or stop) and main:
@@ -361,45 +393,13 @@ def _train_stage(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Le
     finished = state.step >= total
     if finished:
         if config.precise_bn_batches:  # the first batches of the epoch that would come next
-            sampler.set_epoch(state.epoch)
-            batches = list(sampler)[: config.precise_bn_batches]
-            loader = batch_loader(dataset, EpochBatches(batches, state.epoch, 0, ddp.rank, ddp.world),
-                                  config.data.workers)
-            recalibrate_bn(model.image, (b["images"].to(dev) for b in loader))
+            recalibrate_bn(model.image, first_batches(state.epoch, config.precise_bn_batches))
         if main:
             save_final(out, model.saved_state(), {"steps": state.step, "epochs": state.epoch, "loss": state.loss,
                                                   "checkpoint": step_name(state.step)})
             plot_curves(out / METRICS, out / CURVES)
     ddp.barrier()  # the run folder is complete before any rank returns
     return StageResult(out, state.step, state.epoch, finished, images / seconds if seconds else 0.0, seconds, loss_value)
-
-
-@torch.no_grad()
-def recalibrate_bn(image: torch.nn.Module, batches: Iterable[torch.Tensor]) -> int:
-    """Precise BatchNorm: replace the running statistics of the image tower's trainable BN layers by their
-    plain average over `batches` computed with the final weights.
-
-    With the paper's BN momentum (0.01, from the TensorFlow decay 0.99) the running averages trail the
-    weights by ~100 steps; after a short or fast-moving run they no longer describe the final network and
-    eval-mode embeddings collapse (measured on a 240-step test run: Acc@1 at chance in eval mode, 1.0 in
-    train mode or after recalibration). Frozen blocks (see ImageTower.lock) keep their statistics.
-    Returns the number of batches used.
-    """
-    was_training = image.training
-    image.train()
-    layers = [m for m in image.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
-    momenta = [m.momentum for m in layers]
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average: every batch weighs the same
-    n = 0
-    for images in batches:
-        image(images)
-        n += 1
-    for m, momentum in zip(layers, momenta):
-        m.momentum = momentum
-    image.train(was_training)
-    return n
 
 
 def _load_init(model: DualEncoder, init: Path, config: RunConfig) -> None:
@@ -424,7 +424,7 @@ def _diverged(out: Path, state: TrainState, loss: float, norm: float) -> None:
 
 
 def plot_curves(metrics: Path, png: Path) -> None:
-    """Loss terms, learning rate and temperature against the step, as one PNG."""
+    """Loss terms, learning rate, temperature and (with --val) held-out Acc@1 against the step, as one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -434,12 +434,13 @@ def plot_curves(metrics: Path, png: Path) -> None:
     steps = [r for r in records if "loss" in r]
     if not steps:
         return
+    epochs = [r for r in records if "epoch_done" in r]
+    scored = [r for r in epochs if "val_acc1" in r]
     x = [r["step"] for r in steps]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
-    for key in ("loss", "itc", "inv"):
+    fig, axes = plt.subplots(1, 4 if scored else 3, figsize=(17 if scored else 13, 3.6), constrained_layout=True)
+    for key in ("loss", "itc", "v2p", "t2p", "inv"):
         if key in steps[0]:
             axes[0].plot(x, [r[key] for r in steps], label=key, linewidth=1)
-    epochs = [r for r in records if "epoch_done" in r]
     if epochs:
         axes[0].plot([r["step"] for r in epochs], [r["loss_mean"] for r in epochs], "o-", label="epoch mean")
     axes[0].set(title="loss", xlabel="step")
@@ -448,6 +449,15 @@ def plot_curves(metrics: Path, png: Path) -> None:
     axes[1].set(title="learning rate", xlabel="step")
     axes[2].plot(x, [r["temperature"] for r in steps])
     axes[2].set(title="temperature τ", xlabel="step")
+    if scored:
+        at = [r["step"] for r in scored]
+        keys = [k for k in scored[-1] if k.startswith("val_acc1_")] + ["val_cross_acc1"]
+        for key in keys:
+            if key in scored[-1]:
+                label = "cross-lingual mean" if key == "val_cross_acc1" else key.removeprefix("val_acc1_")
+                axes[3].plot(at, [r.get(key, float("nan")) for r in scored], "o-", label=label, markersize=3)
+        axes[3].set(title="held-out Acc@1 (--val)", xlabel="step", ylim=(0, 1))
+        axes[3].legend()
     tmp = png.with_name(f".{png.name}.tmp.png")
     fig.savefig(tmp, dpi=90)
     plt.close(fig)
