@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from synth.lexicon import load_lexicon
+from train.augment import LEVELS, augment, draw
 from tests.train_fixtures import write_lexicon, write_shards
 from train.data import (
     BatchDataset,
@@ -15,9 +16,9 @@ from train.data import (
     EpochBatches,
     ShardSet,
     ShardStream,
-    augment,
     batch_loader,
     decode,
+    decode_all,
     find_shards,
 )
 
@@ -63,6 +64,38 @@ def test_rows_take_their_text_from_the_lexicon(tiny, tmp_path):
         ShardSet.load([shards], load_lexicon(short))
 
 
+def test_decode_with_crop_cuts_to_the_ink_and_stretches_its_levels():
+    """A small grey word on shaded paper fills the frame, centred, paper 0 and ink 1; blank paper stays whole."""
+    import cv2
+
+    grey = np.tile(np.linspace(200, 230, 256).astype(np.uint8), (64, 1))  # paper shaded left to right
+    grey[20:36, 100:148] = 90  # a faint, small "word": 16 × 48 px
+    png = cv2.imencode(".png", grey)[1].tobytes()
+    ink = decode(png, 32, 128, crop=True)
+    assert ink.shape == (32, 128)
+    rows, cols = np.flatnonzero(ink.max(axis=1) > 0.5), np.flatnonzero(ink.max(axis=0) > 0.5)
+    # the 16 × 48 box (+ 3 px margins) is height-bound: scaled ×32/22, about 26 × 70, centred on both axes
+    assert 24 <= len(rows) <= 28 and 64 <= len(cols) <= 76
+    assert abs((rows[0] + rows[-1]) / 2 - 15.5) <= 1 and abs((cols[0] + cols[-1]) / 2 - 63.5) <= 1
+    assert ink[rows[3]: rows[-3], cols[3]: cols[-3]].min() > 0.95  # the darkest ink reads 1
+    assert ink[:, :20].max() < 0.05 and ink[:, -20:].max() < 0.05  # paper and padding read 0
+    blank = cv2.imencode(".png", np.full((64, 256), 240, np.uint8))[1].tobytes()
+    assert np.allclose(decode(blank, 32, 128, crop=True), decode(blank, 32, 128), atol=1e-6)
+    assert decode(png, 32, 128, crop=True).tobytes() == ink.tobytes()  # deterministic
+
+
+def test_decoded_cache_is_what_decode_gives(tiny):
+    """decode_all (forked workers, uint8) holds every row as decode prepares it, to within its rounding."""
+    _, lexicon, shards = tiny
+    data = ShardSet.load([shards], lexicon)
+    for crop in (False, True):
+        cached = decode_all(data, 32, 128, crop, processes=2, chunk=5)
+        assert cached.shape == (len(data), 32, 128) and cached.dtype == np.uint8
+        exact = np.stack([decode(data.png(r), 32, 128, crop) for r in range(len(data))])
+        assert np.abs(cached / 255 - exact).max() <= 0.5 / 255 + 1e-6
+        assert np.array_equal(cached, decode_all(data, 32, 128, crop, processes=1))
+
+
 def test_png_buffer_holds_every_image_exactly(tiny):
     _, lexicon, shards = tiny
     data = ShardSet.load([shards], lexicon)
@@ -89,6 +122,26 @@ def test_augment_is_light_and_seeded():
     assert np.array_equal(a, augment(ink, np.random.default_rng(1)))
     assert not np.array_equal(a, augment(ink, np.random.default_rng(2)))
     assert 0.0 <= a.min() and a.max() <= 1.0 and abs(a.sum() / ink.sum() - 1) < 0.35
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_augment_draws_a_fixed_number_of_values_and_keeps_the_word(level):
+    """The same draws whatever the image (a DDP rank skips other ranks' rows by drawing); a word that fills
+    the width is not lost, and under `strong` (which stretches) not pushed out of the frame either."""
+    word = np.zeros((32, 128), np.float32)
+    word[6:26, 4:124] = 1.0  # a long word, edge to edge
+    for seed in range(20):
+        rng_a, rng_b = np.random.default_rng(seed), np.random.default_rng(seed)
+        draw(rng_a, level, word.shape)
+        draw(rng_b, level, word.shape)
+        assert rng_a.uniform() == rng_b.uniform()
+        out = augment(word, np.random.default_rng(seed), level)
+        assert out.shape == word.shape and 0.0 <= out.min() and out.max() <= 1.0
+        assert 0.2 < out.sum() / word.sum() < 1.6, (seed, out.sum() / word.sum())  # shrunk, faded, never lost
+        if level == "strong":
+            assert out[:, :2].mean() < 0.35 and out[:, -2:].mean() < 0.35  # no stripe of ink cut off at an edge
+    with pytest.raises(ValueError, match="augmentation level"):
+        draw(np.random.default_rng(0), "extreme", word.shape)
 
 
 def test_batches_are_the_same_with_or_without_workers(tiny):

@@ -48,6 +48,7 @@ class ImageTowerConfig:
     dropout: float = 0.0        # before the projector; 0 disables
     image_height: int = 64      # default input size (any size ≥ 32×32 works: the pool is global)
     image_width: int = 256
+    crop: bool = False          # cut each image to its ink and stretch its levels before fitting (train/images.py)
     # The last `keep_width` of the five stride-2 stages halve the height only (stride (2, 1)), so a word
     # keeps more columns before the global pool: at 32×128, 1×4 → 1×8 (keep_width 1) or 1×16 (2). The
     # parameter count is unchanged; the compute of those stages doubles. 0 is the paper's network.
@@ -97,7 +98,8 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
-    augment: bool = True            # light geometric and contrast jitter on training images
+    augment: bool = True            # jitter training images (train/augment.py)
+    augment_level: str = "light"    # "light" (small affine + contrast) or "strong" (what an unseen font changes)
     workers: int = 1                # DataLoader worker processes (0: decode in the training process)
 
 
@@ -272,6 +274,8 @@ def validate(c: RunConfig, where: str) -> None:
         (c.keep_checkpoints >= 1, f"keep_checkpoints must be ≥ 1, got {c.keep_checkpoints}"),
         (c.precise_bn_batches >= 0, f"precise_bn_batches must be ≥ 0, got {c.precise_bn_batches}"),
         (c.val_images >= 1 and c.val_every >= 1, f"val_images and val_every must be ≥ 1, got {c.val_images}, {c.val_every}"),
+        (c.data.augment_level in ("light", "strong"),
+         f"data.augment_level must be 'light' or 'strong', got {c.data.augment_level!r}"),
         (c.loss.objective in ("infonce", "prototype"),
          f"loss.objective must be 'infonce' or 'prototype', got {c.loss.objective!r}"),
         (c.loss.lam >= 0 and c.loss.align >= 0, f"loss.lam and loss.align must be ≥ 0, got {c.loss.lam}, {c.loss.align}"),

@@ -64,6 +64,7 @@ class EdgeModel:
         self.manifest = read_manifest(self.folder, (name, "gallery.npy", "gallery.tsv"))
         self.session = onnx_session(self.folder / name, threads)
         self.height, self.width = self.manifest["input"]["shape"][2:]
+        self.crop = bool(self.manifest["input"].get("crop", False))  # absent from exports made before it
         self.gallery = np.load(self.folder / "gallery.npy")
         rows = (self.folder / "gallery.tsv").read_text(encoding="utf-8").splitlines()[1:]
         self.keys = [(int(sid), lang, text) for sid, lang, text in (r.split("\t") for r in rows)]
@@ -79,7 +80,7 @@ class EdgeModel:
         if not image.is_file():
             raise EdgeError(f"image not found: {image}")
         try:
-            ink = decode(image.read_bytes(), self.height, self.width)
+            ink = decode(image.read_bytes(), self.height, self.width, self.crop)
         except ImageError:
             raise EdgeError(f"{image}: not an image OpenCV can read") from None
         return self.embed(ink[None, None])[0]
@@ -112,7 +113,7 @@ def evaluate_export(model: EdgeModel, roots: Sequence[Path], batch: int = 256) -
         for path in sorted(folder.glob("*.parquet")):
             for part in pq.ParquetFile(path).iter_batches(batch_size=batch, columns=["image", "semantic_id", "lang"]):
                 pngs = part.column("image").field("bytes").to_pylist()
-                images = np.stack([decode(p, model.height, model.width) for p in pngs])[:, None]
+                images = np.stack([decode(p, model.height, model.width, model.crop) for p in pngs])[:, None]
                 embeds.append(model.embed(images))
                 sids.append(part.column("semantic_id").to_numpy())
                 langs += part.column("lang").to_pylist()

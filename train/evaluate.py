@@ -64,7 +64,7 @@ def embed_images(model: DualEncoder, roots: Sequence[Path], batch_size: int | No
     c = model.config.image
     device = next(model.parameters()).device
     batch_size = batch_size or default_batch_size(device, c.image_height, c.image_width)
-    stream = ShardStream(shards, c.image_height, c.image_width, batch_size, langs)
+    stream = ShardStream(shards, c.image_height, c.image_width, batch_size, langs, c.crop)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
     embeds, sids, tags, texts, shard_of, rows = [], [], [], [], [], []
     for batch in loader:

@@ -65,7 +65,7 @@ def export_onnx(tower: ImageTower, path: Path) -> None:
                           dynamo=False)
 
 
-def sample_images(roots: Sequence[Path], n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+def sample_images(roots: Sequence[Path], n: int, height: int, width: int, seed: int = 0, crop: bool = False) -> np.ndarray:
     """(n, 1, height, width) float32 images drawn at random (seeded) from shard sets, prepared as in training."""
     import pyarrow.parquet as pq
 
@@ -82,7 +82,7 @@ def sample_images(roots: Sequence[Path], n: int, height: int, width: int, seed: 
         rows = picks[(picks >= starts[i]) & (picks < starts[i + 1])] - starts[i]
         if len(rows):
             column = pq.read_table(path, columns=["image"]).column("image").combine_chunks().field("bytes")
-            images += [decode(column[int(r)].as_py(), height, width) for r in rows]
+            images += [decode(column[int(r)].as_py(), height, width, crop) for r in rows]
     return np.stack(images)[:, None].astype(np.float32)
 
 
@@ -245,13 +245,13 @@ class Int8Settings:
 
 def int8_graph(fp32: Path, int8: Path, gallery: np.ndarray, calibration: Sequence[Path], height: int, width: int,
                settings: Int8Settings, *, seed: int = 0, check: np.ndarray | None = None,
-               say: Callable[[str], None] = lambda _msg: None) -> dict:
+               say: Callable[[str], None] = lambda _msg: None, crop: bool = False) -> dict:
     """Write the int8 graph of `fp32` at `int8` and return the manifest's int8 record: `quantize_int8` on
     `settings.images` calibration images drawn (seeded) from `calibration`; with `settings.distil_steps`,
     the weights are first tuned against onnxruntime's roundings (`train.qat`, the gallery as the target)
     and quantised again; then `int8_fidelity` on `check`, by default 64 other images from the same shards."""
     say("calibrating and quantising to int8")
-    sample = sample_images(calibration, settings.images, height, width, seed)
+    sample = sample_images(calibration, settings.images, height, width, seed, crop)
     options = {"method": settings.method, "weights": settings.weights, "fp32_stages": settings.fp32_stages}
     record = quantize_int8(fp32, int8, sample, **options)
     if settings.distil_steps:
@@ -259,7 +259,7 @@ def int8_graph(fp32: Path, int8: Path, gallery: np.ndarray, calibration: Sequenc
 
         distil_steps = settings.distil_steps
         config = DistilConfig(steps=distil_steps, seed=seed)
-        pool = sample_images(calibration, config.images, height, width, seed + 2)
+        pool = sample_images(calibration, config.images, height, width, seed + 2, crop)
         prepared, tuned = int8.with_name(int8.name + ".tune-pre.onnx"), int8.with_name(int8.name + ".tuned.onnx")
         try:
             prepare_graph(fp32, prepared)
@@ -277,7 +277,7 @@ def int8_graph(fp32: Path, int8: Path, gallery: np.ndarray, calibration: Sequenc
             prepared.unlink(missing_ok=True)
             tuned.unlink(missing_ok=True)
     if check is None:
-        check = sample_images(calibration, 64, height, width, seed + 1)
+        check = sample_images(calibration, 64, height, width, seed + 1, crop)
     record["fidelity"] = int8_fidelity(fp32, int8, check)
     return {**record, "data": [str(Path(p).resolve()) for p in calibration], "seed": seed}
 
@@ -301,7 +301,7 @@ def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, ca
         say("exporting the image tower")
         export_onnx(model.image, tmp / FP32)
         say("checking ONNX against PyTorch")
-        check = (sample_images(calibration, 64, c.image_height, c.image_width, seed + 1) if calibration
+        check = (sample_images(calibration, 64, c.image_height, c.image_width, seed + 1, c.crop) if calibration
                  else np.random.default_rng(seed).random((16, 1, c.image_height, c.image_width), dtype=np.float32))
         with torch.no_grad():
             reference = model.image(torch.from_numpy(check)).numpy()
@@ -317,11 +317,13 @@ def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, ca
         quant = None
         if int8:
             quant = int8_graph(tmp / FP32, tmp / INT8, gallery, calibration, c.image_height, c.image_width, int8,
-                               seed=seed, check=check, say=say)
+                               seed=seed, check=check, say=say, crop=c.crop)
         manifest = {
             "format": FORMAT, "run": str(Path(run).resolve()), "weights_sha256": weights_digest(model),
-            "input": {"name": "images", "shape": ["batch", 1, c.image_height, c.image_width],
-                      "preparation": "grey → fit keeping aspect, pad right/bottom → ink = 1 − grey/255 (train.images.decode)"},
+            "input": {"name": "images", "shape": ["batch", 1, c.image_height, c.image_width], "crop": c.crop,
+                      "preparation": ("grey → crop to the ink, levels stretched → fit keeping aspect, centred"
+                                      if c.crop else "grey → fit keeping aspect, pad right/bottom")
+                                     + " → ink = 1 − grey/255 (train.images.decode)"},
             "output": {"name": "embeddings", "dim": c.embed_dim, "normalised": True},
             "opset": OPSET, "parity": {"images": len(check), "min_cosine": float(cosine.min()),
                                        "mean_cosine": float(cosine.mean())},
@@ -346,7 +348,8 @@ def quantize_export(folder: Path, calibration: Sequence[Path], settings: Int8Set
     tmp, tmp_manifest = folder / f".{INT8}.{os.getpid()}.tmp", folder / f".{MANIFEST}.{os.getpid()}.tmp"
     try:
         manifest["int8"] = int8_graph(folder / FP32, tmp, np.load(folder / GALLERY), calibration, height, width,
-                                      settings, seed=seed, say=progress or (lambda _msg: None))
+                                      settings, seed=seed, say=progress or (lambda _msg: None),
+                                      crop=bool(manifest["input"].get("crop", False)))
         manifest["files"][INT8] = sha256_file(tmp)
         manifest["files"] = dict(sorted(manifest["files"].items()))
         tmp_manifest.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

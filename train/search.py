@@ -118,7 +118,7 @@ def embed_image_file(model: DualEncoder, image: Path) -> np.ndarray:
     data = image.read_bytes()
     c = model.config.image
     try:
-        ink = decode(data, c.image_height, c.image_width)
+        ink = decode(data, c.image_height, c.image_width, c.crop)
     except ImageError:
         raise SearchError(f"{image}: not an image OpenCV can read") from None
     device = next(model.parameters()).device

@@ -42,7 +42,7 @@ from train.checkpoint import (
     step_name,
 )
 from train.config import RunConfig, config_from_dict
-from train.data import BatchDataset, EpochBatches, ShardSet, batch_loader, find_shards
+from train.data import BatchDataset, EpochBatches, ShardSet, batch_loader, decode_all, find_shards
 from train.distributed import Dist, init_distributed
 from train.losses import RetrievalLoss
 from train.model import DualEncoder, resolve_text_encoder
@@ -297,9 +297,10 @@ def _train_stage(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Le
         write_atomic(out / CONFIG, json.dumps(provenance, indent=1) + "\n")
     model.text.precompute(sorted(set(shards.texts.tolist())))
 
-    height, width = config.model.image.image_height, config.model.image.image_width
-    dataset = BatchDataset(shards, height, width, config.data.augment, config.seed)
-    validation = ValidationSet(val, lexicon, height, width, config.val_images) if val else None
+    height, width, crop = config.model.image.image_height, config.model.image.image_width, config.model.image.crop
+    dataset = BatchDataset(shards, height, width, config.data.augment, config.seed, config.data.augment_level, crop,
+                           decode_all(shards, height, width, crop))
+    validation = ValidationSet(val, lexicon, height, width, config.val_images, crop) if val else None
 
     def first_batches(epoch: int, n: int) -> Iterable[torch.Tensor]:
         """The images of the first `n` global batches of `epoch` (this rank's slices), on the device."""

@@ -57,10 +57,11 @@ def recalibrate_bn(image: torch.nn.Module, batches: Iterable[torch.Tensor]) -> i
 class ValidationSet:
     """Held-out word images, decoded once at the model's input size, with their semantic IDs and languages."""
 
-    def __init__(self, roots: Sequence[Path], lexicon: Lexicon, height: int, width: int, max_images: int) -> None:
+    def __init__(self, roots: Sequence[Path], lexicon: Lexicon, height: int, width: int, max_images: int,
+                 crop: bool = False) -> None:
         shards = ShardSet.load(roots, lexicon)
         rows = np.unique(np.linspace(0, len(shards) - 1, min(max_images, len(shards))).round().astype(np.int64))
-        self.images = torch.from_numpy(np.stack([decode(shards.png(r), height, width) for r in rows])[:, None])
+        self.images = torch.from_numpy(np.stack([decode(shards.png(r), height, width, crop) for r in rows])[:, None])
         self.semantic_ids, self.langs = shards.semantic_ids[rows], shards.langs[rows]
         ids = np.unique(self.semantic_ids)
         present = [lang for lang in LANGS if (self.langs == lang).any()]
