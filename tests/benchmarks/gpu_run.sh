@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# The `paper` preset's pre-training at full scale (262,800 images) on a GPU machine that has Python, torch
+# A preset's pre-training at full scale (262,800 images; PRESET=gpu by default, PRESET=paper for the paper's
+# exact recipe) on a GPU machine that has Python, torch
 # and our other dependencies but no network and no project install, in steps that each fit one call of a
 # time-limited remote shell. Made for the device machine of docs/benchmarks.md; any GPU box works.
 #
 # Here:   python tests/benchmarks/offline_bundle.py pack --out .dev/bundle     (fonts and encoder, in parts)
 # There, from the repository root, with the parts copied in:
-#   tests/benchmarks/gpu_paper_run.sh render PART0   fonts from part 0; the pretrain, OOD and in-domain corpora
-#   tests/benchmarks/gpu_paper_run.sh train PART1    the encoder from the parts; a 40-step speed probe picks
+#   tests/benchmarks/gpu_run.sh render PART0   fonts from part 0; the pretrain, OOD and in-domain corpora
+#   tests/benchmarks/gpu_run.sh train PART1    the encoder from the parts; a 40-step speed probe picks
 #                                                    the epochs that fit TRAIN_BUDGET seconds (20 at most, the
 #                                                    paper's); pre-training until STEP_LIMIT seconds
-#   tests/benchmarks/gpu_paper_run.sh finish         resume to the end; evaluate on the OOD sets, within and
+#   tests/benchmarks/gpu_run.sh finish         resume to the end; evaluate on the OOD sets, within and
 #                                                    across languages; pack the results into RESULTS
-#   tests/benchmarks/gpu_paper_run.sh extra          evaluate in-domain; export to ONNX; pack again
+#   tests/benchmarks/gpu_run.sh extra          evaluate in-domain; export to ONNX; pack again
 # A step interrupted by its time limit stops at a checkpoint (SIGINT) and the next step resumes it.
 set -euo pipefail
 W=${W:-/root/hw}                  # work folder on the GPU machine
+PRESET=${PRESET:-gpu}             # train/configs/gpu.yaml, or paper
 RESULTS=${RESULTS:-${OUT:-$W/results}}
 PY=${PY:-python3}
 WORKERS=${WORKERS:-12}            # DataLoader processes (the machine has 16 cores)
@@ -25,14 +27,14 @@ export PYTHONPATH=$PWD SYNTH_CACHE=$W/cache PYTHONUNBUFFERED=1
 mkdir -p "$W/parts" "$W/cache" "$RESULTS"
 
 pack() {
-  tar -cf "$RESULTS/paper-run.tar" -C "$W" run/config.json run/metrics.jsonl \
+  tar -cf "$RESULTS/$PRESET-run.tar" -C "$W" run/config.json run/metrics.jsonl \
     $(cd "$W" && ls -d run/curves.png run/model.json run/eval export 2>/dev/null)
   ls -la "$RESULTS"
 }
 
 train_for() {  # seconds, then the pretrain arguments
   local limit=$1; shift
-  timeout -s INT -k 60 "$limit" $PY -m train pretrain --data "$W/pretrain" --preset paper --text-encoder "$W/e5" \
+  timeout -s INT -k 60 "$limit" $PY -m train pretrain --data "$W/pretrain" --preset "$PRESET" --text-encoder "$W/e5" \
     --workers "$WORKERS" ${EXTRA_ARGS:-} "$@" || echo "pretrain stopped (exit $?); resume with the next step"
 }
 
