@@ -157,8 +157,10 @@ def test_prototype_loss_matches_brute_force(seed):
         v, t, y, torch.tensor(scale, dtype=v.dtype), gallery_embeds=gallery, gallery_ids=gallery_ids)
     vl, tl, yl = lists(v, t, y)
     gl, gyl = gallery.tolist(), gallery_ids.tolist()
-    v2p, t2p = brute_prototype(vl, yl, gl, gyl, scale), brute_prototype(gl, gyl, gl, gyl, scale)
+    v2p, t2p = brute_prototype(vl, yl, gl, gyl, scale), brute_prototype(tl, yl, gl, gyl, scale)  # the rows' texts
     inv = brute_inv(vl, tl, yl, 1e-6)
+    whole = PrototypeLoss()(v, y, gallery, gallery_ids, torch.tensor(scale, dtype=v.dtype))  # every gallery text
+    assert whole["t2p"].item() == pytest.approx(brute_prototype(gl, gyl, gl, gyl, scale), rel=1e-10)
     assert set(out) == {"loss", "v2p", "t2p", "inv"}
     assert out["v2p"].item() == pytest.approx(v2p, rel=1e-10)
     assert out["t2p"].item() == pytest.approx(t2p, rel=1e-10)

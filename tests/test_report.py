@@ -32,6 +32,8 @@ def test_report_tables_match_the_evaluation(tmp_path):
     (tmp_path / "rapid.json").write_text(json.dumps(baseline))
     train_stage(tiny_config(bert, "finetune", **{"optim.max_steps": 1}), [in_domain], tmp_path / "fine", lexicon,
                 init=tmp_path / "run")
+    train_stage(tiny_config(bert, **{"optim.max_steps": 1, "loss.objective": "prototype", "loss.use_inv": False,
+                                     "model.image.crop": True}), [train_data], tmp_path / "proto", lexicon)
 
     # A run "from another machine": its own `train eval` reports travel, its weights do not.
     remote = tmp_path / "remote"
@@ -48,7 +50,7 @@ def test_report_tables_match_the_evaluation(tmp_path):
     result = CliRunner().invoke(app, [
         "report", "--elsewhere", f"Some GPU={remote}", "--run", str(tmp_path / "run"), "--ood", str(ood), "--in-domain", str(in_domain),
         "--baseline", str(tmp_path / "rapid.json"), "--ablation", f"no-inv={tmp_path / 'no-inv'}",
-        "--ablation", f"full={tmp_path / 'run'}", "--ablation", f"full+ft={tmp_path / 'fine'}", "--ablation-data", str(in_domain), "--out", str(out), "--plot", str(plot), "--lexicon", str(lexicon_path)])
+        "--ablation", f"full={tmp_path / 'run'}", "--ablation", f"full+ft={tmp_path / 'fine'}", "--ablation", f"proto={tmp_path / 'proto'}", "--ablation-data", str(in_domain), "--out", str(out), "--plot", str(plot), "--lexicon", str(lexicon_path)])
     assert result.exit_code == 0, result.output
     page = out.read_text()
     assert plot.is_file() and plot.stat().st_size > 5000 and "](img/map.png)" in page
@@ -67,17 +69,21 @@ def test_report_tables_match_the_evaluation(tmp_path):
     assert f"| mean |  | {mean['acc@1']:.4f} | {mean['acc@3']:.4f} |" in page
     for name in ("en→zh", "zh→en", "zh→es", "es→zh", "es→en", "en→es"):
         assert f"| {name} | 16 | {expected_ood['cross'][name]['acc@1']:.4f} |" in page
-    ablation = evaluate(load_model(tmp_path / "no-inv")[0], [in_domain], lexicon)["within"]["all"]
-    assert f"| no-inv | ✓ | ✓ | – | pre-trained only | train | 32×128 | 2 | {ablation['acc@1']:.4f} | {ablation['mrr']:.4f} |" in page
-    assert "| full | ✓ | ✓ | ✓ | pre-trained only | train | 32×128 | 3 |" in page
-    assert "| full+ft | ✓ | ✓ | ✓ | fine-tuned | in-domain | 32×128 | 1 |" in page
+    ablation = evaluate(load_model(tmp_path / "no-inv")[0], [in_domain], lexicon, cross_lingual=True)
+    within, cross = ablation["within"]["all"], ablation["cross"]["mean"]["acc@1"]
+    lr = json.loads((tmp_path / "no-inv" / "config.json").read_text())["config"]["optim"]["lr"]
+    assert (f"| no-inv | InfoNCE L_v2t+L_t2v | – | pre-trained only | train | 32×128 | {lr:g} | 2 | "
+            f"{within['acc@1']:.4f} | {cross:.4f} | {within['mrr']:.4f} |") in page
+    assert "| full | InfoNCE L_v2t+L_t2v+L_INV | – | pre-trained only | train | 32×128 |" in page
+    assert "| full+ft | InfoNCE L_v2t+L_t2v+L_INV | – | fine-tuned | in-domain | 32×128 |" in page
+    assert "| proto | prototypes L_v2p+L_t2p | ✓ | pre-trained only | train | 32×128 |" in page
     assert "Short of the paper: its out-of-distribution Acc@1 is 0.8605" in page  # a 3-step model is far from it
     assert f"R/D ratio of the image embeddings over these sets: {expected_ood['rd_ratio']:.4f}" in page
     assert f"train report \\\n  --run {tmp_path / 'run'}" in page  # the command that made it
     batch = json.loads((remote / "config.json").read_text())["config"]["batch"]["batch_size"]
     within = " | ".join(f"{remote_ood['within'][lang]['acc@1']:.4f}" for lang in ("en", "es", "zh"))
     epochs = json.loads((remote / "model.json").read_text())["epochs"]
-    assert f"| Some GPU | 32×128 | {batch:,} | – | {epochs} | 2 | " in page
+    assert f"| Some GPU | 32×128 | InfoNCE L_v2t+L_t2v | {batch:,} | {epochs} | 2 | " in page
     assert (f" | {within} | {remote_ood['cross']['mean']['acc@1']:.4f} | {remote_in:.4f} |") in page
     assert f"--elsewhere 'Some GPU={remote}'" in page
     with pytest.raises(ReportError, match="no report in"):  # no saved evaluation of these sets

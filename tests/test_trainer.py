@@ -32,6 +32,9 @@ def test_presets_load_and_reject_typos():
     assert load_config("paper", "pretrain").optim.lr == 1e-4
     small = load_config("cpu-small", "pretrain")
     assert small.model == load_config("cpu-small", "finetune").model  # the stages differ only in optim
+    gpu = load_config("gpu", "pretrain")  # one recipe at two scales
+    assert gpu.loss == small.loss and gpu.model.text == small.model.text and gpu.loss.objective == "prototype"
+    assert gpu.model.image.crop and small.model.image.crop and gpu.model.image.image_width == 256
     with pytest.raises(ConfigError, match="unknown key 'lr_max'"):
         load_config("paper", "pretrain", {"optim.lr_max": 1.0})
     with pytest.raises(ConfigError, match="optim.epochs: expected an integer"):

@@ -165,7 +165,9 @@ def pretrain(
     Writes --out/config.json, metrics.jsonl (one line per step), curves.png, checkpoints/ and, at the end,
     model.safetensors. Ctrl-C finishes the current step, saves a checkpoint and stops; `--resume latest`
     continues to the same result an uninterrupted run reaches. Presets: `cpu-small` (2 CPU cores, under an
-    hour) and `paper` (the reference settings: lr 1e-4, 20 epochs, batch ≈ number of semantic IDs).
+    hour: 32×128 ink-cropped images, prototype objective, frozen text encoder), `gpu` (the same recipe at
+    64×256) and `paper` (the reference settings: InfoNCE + L_INV, lr 1e-4, 20 epochs, batch ≈ number of IDs).
+    --val scores held-out shards at each epoch end, e.g. `synth render --fonts held-out --per-id 1 --seed 5`.
     """
     _run_stage("pretrain", data, run, preset, text_encoder, epochs, batch_size, lr, max_steps, workers, sets,
                resume, lexicon, device, val=val)

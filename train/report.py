@@ -4,7 +4,7 @@ From a run and the evaluation sets it builds:
 - within-language, in-domain and out-of-distribution: Acc@1/3/5, MRR, NES, image-tower parameters and
   batch-1 one-thread latency, for our model and the OCR baselines (their `train baseline --out` JSONs);
 - the six cross-lingual directions and their mean, and the R/D ratio;
-- an ablation table over the loss terms, from the runs named (pre-trained only, or fine-tuned: read from
+- an ablation table (objective, crop, size, rate), from the runs named (pre-trained only, or fine-tuned: read from
   each run's own config);
 - a 2-D t-SNE map of image embeddings coloured by language (the paper's Figure 4), as a PNG;
 - beside each table, the data, the scale and the command; and where we fall short of the paper, a line
@@ -133,6 +133,17 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def objective(loss: dict) -> str:
+    """A run's loss config in one short phrase: "prototypes L_v2p+L_t2p" or "InfoNCE L_v2t+L_t2v+L_INV"."""
+    inv = "+L_INV" if loss["use_inv"] and loss["lam"] > 0 else ""
+    if loss.get("objective", "infonce") == "prototype":
+        return f"prototypes L_v2p{'+L_t2p' if loss.get('align', 0) > 0 else ''}{inv}"
+    terms = "+".join(t for t, on in (("L_v2t", loss["use_v2t"]), ("L_t2v", loss["use_t2v"])) if on)
+    extras = ", label-aware" if loss.get("label_aware") else ""
+    extras += ", lexicon negatives" if loss.get("negatives") == "lexicon" else ""
+    return f"InfoNCE {terms}{inv}{extras}"
+
+
 def _run_summary(run: Path) -> dict:
     provenance = read_run_config(run)
     config = provenance["config"]
@@ -146,6 +157,7 @@ def _run_summary(run: Path) -> dict:
     step_seconds = sum(batch / r["images_per_s"] for r in steps)  # time inside the steps alone
     return {"stage": config["stage"], "init": provenance.get("init"), "loss": config["loss"], "data": data,
             "image": f"{config['model']['image']['image_height']}×{config['model']['image']['image_width']}",
+            "crop": bool(config["model"]["image"].get("crop", False)),
             "batch": config["batch"]["batch_size"], "lr": config["optim"]["lr"], "epochs": info.get("epochs"),
             "steps": info.get("steps", steps[-1]["step"] if steps else None),
             "images_per_s": float(np.median([r["images_per_s"] for r in steps])) if steps else None,
@@ -206,7 +218,7 @@ def build_report(inputs: ReportInputs, lexicon: Lexicon, out: Path, plot: Path,
         say(f"ablation: {name}")
         abl_model, _, abl_run = load_model(path, device="cpu")
         ablation[name] = {"summary": _run_summary(abl_run),
-                          "report": evaluate(abl_model, inputs.ablation_data or inputs.ood, lexicon)}
+                          "report": evaluate(abl_model, inputs.ablation_data or inputs.ood, lexicon, cross_lingual=True)}
     results["ablation"] = ablation
     results["elsewhere"] = {name: elsewhere_summary(Path(path), inputs.ood, inputs.in_domain)
                             for name, path in inputs.elsewhere.items()}
@@ -251,14 +263,14 @@ def _elsewhere_section(runs: dict[str, dict], inputs: ReportInputs) -> list[str]
               "fonts, so the same images). Read from each run's saved `train eval` reports, not re-measured "
               "on this page. Time and images/s count the training steps alone (no start-up, checkpoints or "
               "evaluation)."), "",
-             "| machine | images | batch | L_INV | epochs | steps | training time | images/s | "
+             "| machine | images | objective | batch | epochs | steps | training time | images/s | "
              + " | ".join(f"OOD {lang} Acc@1" for lang in langs) + " | OOD cross-lingual mean Acc@1 | in-domain Acc@1 |",
-             "|---|---|---:|:-:|---:|---:|---:|---:|" + "---:|" * (len(langs) + 2)]
+             "|---|---|---|---:|---:|---:|---:|---:|" + "---:|" * (len(langs) + 2)]
     for name, r in runs.items():
         s, within = r["summary"], r["ood"]["within"]
         mean = r["ood"].get("cross", {}).get("mean", {}).get("acc@1")
         in_domain = r.get("in_domain", {}).get("within", {}).get("all", {}).get("acc@1")
-        lines.append(f"| {name} | {s['image']} | {s['batch']:,} | {'✓' if s['loss']['use_inv'] else '–'} | {s['epochs']} | "
+        lines.append(f"| {name} | {s['image']} | {objective(s['loss'])} | {s['batch']:,} | {s['epochs']} | "
                      f"{s['steps']:,} | {s['step_seconds'] / 60:.1f} min | {s['images_per_s_mean'] or 0:,.0f} | "
                      + " | ".join(_fmt(within.get(lang, {}).get("acc@1")) for lang in langs)
                      + f" | {_fmt(mean)} | {_fmt(in_domain)} |")
@@ -267,9 +279,7 @@ def _elsewhere_section(runs: dict[str, dict], inputs: ReportInputs) -> list[str]
 
 def markdown(results: dict, inputs: ReportInputs, out: Path, plot: Path) -> str:
     s = results["summary"]
-    loss = s["loss"]
-    lam = f" with λ = {loss['lam']}" if loss["use_inv"] else ""
-    terms = "+".join(t for t, on in (("L_v2t", loss["use_v2t"]), ("L_t2v", loss["use_t2v"]), ("L_INV", loss["use_inv"])) if on)
+    lam = f" with λ = {s['loss']['lam']}" if s["loss"]["use_inv"] else ""
     lines = [
         "# Results",
         "",
@@ -283,8 +293,8 @@ def markdown(results: dict, inputs: ReportInputs, out: Path, plot: Path) -> str:
         "",
         (f"**Model.** `{inputs.run}` ({s['stage']}{', from ' + str(s['init']) if s['init'] else ''}): images {s['image']}, "
         f"batch {s['batch']}, lr {s['lr']}, {s['epochs']} epoch(s), {s['steps']} steps, median "
-        f"{_fmt(s['images_per_s'], 0)} images/s; loss {terms}{lam}"
-        f"{', label-aware' if loss['label_aware'] else ''}{', lexicon negatives for L_v2t' if loss.get('negatives') == 'lexicon' else ''}. "
+        f"{_fmt(s['images_per_s'], 0)} images/s; {'images cut to their ink; ' if s['crop'] else ''}"
+        f"objective {objective(s['loss'])}{lam}. "
         f"Image tower {results['parameters']:,} parameters; batch-1 one-thread eager latency "
         f"{results['latency_ms']:.2f} ms (paper: {PAPER['latency_ms']} ms on an RTX 4090)."),
         "",
@@ -330,19 +340,20 @@ def markdown(results: dict, inputs: ReportInputs, out: Path, plot: Path) -> str:
         lines.append("")
     if results["ablation"]:
         data = inputs.ablation_data or inputs.ood
-        lines += ["## Ablation over the loss terms", "",
-                  ("Each row is its own run; all are evaluated within-language on "
-                  f"{', '.join(Path(p).name for p in data)}."), "",
+        lines += ["## Ablation: what each change buys", "",
+                  ("Each row is its own run; all are evaluated on "
+                  f"{', '.join(Path(p).name for p in data)}: Acc@1 within each language (all queries together) and "
+                  "the mean of the cross-lingual directions."), "",
                   *([f"- {describe_data(Path(r))}" for r in inputs.ablation_data] + [""] if inputs.ablation_data else []),
-                  "| run | L_v2t | L_t2v | L_INV | stage | trained on | image size | steps | Acc@1 | MRR |",
-                  "|---|:-:|:-:|:-:|---|---|---|---:|---:|---:|"]
+                  "| run | objective | ink crop | stage | trained on | image size | lr | steps | Acc@1 | cross-lingual Acc@1 | MRR |",
+                  "|---|---|:-:|---|---|---|---:|---:|---:|---:|---:|"]
         for name, a in results["ablation"].items():
-            lo, w = a["summary"]["loss"], a["report"]["within"]["all"]
-            tick = {True: "✓", False: "–"}
-            stage = "fine-tuned" if a["summary"]["stage"] == "finetune" else "pre-trained only"
-            lines.append(f"| {name} | {tick[lo['use_v2t']]} | {tick[lo['use_t2v']]} | {tick[lo['use_inv']]} | {stage} | "
-                         f"{', '.join(a['summary']['data'])} | {a['summary']['image']} | {a['summary']['steps']} | "
-                         f"{_fmt(w['acc@1'])} | {_fmt(w['mrr'])} |")
+            r, w = a["summary"], a["report"]["within"]["all"]
+            cross = a["report"].get("cross", {}).get("mean", {}).get("acc@1")
+            stage = "fine-tuned" if r["stage"] == "finetune" else "pre-trained only"
+            lines.append(f"| {name} | {objective(r['loss'])} | {'✓' if r['crop'] else '–'} | {stage} | "
+                         f"{', '.join(r['data'])} | {r['image']} | {r['lr']:g} | {r['steps']} | "
+                         f"{_fmt(w['acc@1'])} | {_fmt(cross)} | {_fmt(w['mrr'])} |")
         lines.append("")
     lines += _elsewhere_section(results["elsewhere"], inputs)
     rel = Path(plot).resolve().relative_to(Path(out).resolve().parent) if Path(plot).resolve().is_relative_to(
