@@ -27,7 +27,7 @@ from pathlib import Path
 
 from synth.card import dataset_card
 from synth.catalogue import load_catalogue
-from synth.files import atomic_folder, replace_refusal, sha256_file, write_atomic
+from synth.files import atomic_folder, die_with_parent, replace_refusal, sha256_file, write_atomic
 from synth.lexicon import load_lexicon
 from synth.manifest import (
     CARD,
@@ -333,7 +333,9 @@ def merge_parts(parts: list[Path], out: Path, *, lexicon_path: Path | None = Non
 _WORKER: dict = {}  # per-process state, set by _init_worker
 
 
-def _init_worker(renderer_cls: type, render_config: RenderConfig, shard_config: ShardConfig, out: str, report) -> None:
+def _init_worker(renderer_cls: type, render_config: RenderConfig, shard_config: ShardConfig, out: str, report,
+                 parent: int) -> None:
+    die_with_parent(parent)
     _WORKER.update(renderer=renderer_cls(render_config), shard_config=shard_config, out=Path(out), report=report)
 
 
@@ -382,7 +384,7 @@ def _render(jobs: list[ShardPlan], out: Path, renderer_cls: type, render_config:
     reports = ctx.Queue()
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
-        initargs=(renderer_cls, render_config, shard_config, str(out), reports),
+        initargs=(renderer_cls, render_config, shard_config, str(out), reports, os.getpid()),
     )
     pending = {pool.submit(_worker_shard, shard): shard for shard in jobs}
     try:

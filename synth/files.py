@@ -30,6 +30,29 @@ def _sigterm(signum, _frame) -> None:
     sys.exit(128 + signum)
 
 
+def die_with_parent(parent: int) -> None:
+    """Make a worker process end when `parent` (the pid that started it) does, even by `kill -9`: an orphan
+    would go on writing into the output folder beside a resumed run. Linux: the kernel sends SIGKILL on the
+    parent's death (prctl PR_SET_PDEATHSIG); elsewhere a daemon thread polls the parent pid twice a second."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # 1 = PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # it died before the call: no signal will come
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            threading.Event().wait(0.5)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
 def read_yaml(path: Path, error: type[Exception], label: str | None = None) -> Any:
     """A YAML file's document ({} when empty), or `error` with a one-line message that starts with `label`
     (default: the path) and says what is wrong: unreadable, or not valid YAML."""

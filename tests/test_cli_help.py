@@ -37,3 +37,11 @@ def test_help_texts_have_no_unescaped_markup(app):
 def test_escaped_brackets_are_shown():
     result = CliRunner().invoke(typer.main.get_command(synth_app), ["render", "--help"], terminal_width=250)
     assert "pip install '.[ray]'" in result.output
+
+
+@pytest.mark.parametrize(("app", "name"), [(synth_app, "synth"), (train_app, "train")])
+def test_version(app, name):
+    from synth import __version__
+
+    result = CliRunner().invoke(typer.main.get_command(app), ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"{name} {__version__}"

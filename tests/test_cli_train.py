@@ -104,6 +104,13 @@ def test_bad_input_is_one_line(world, tmp_path):
     assert runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(run), "--max-steps", "1", *small]).exit_code == 0
     one_error_line(runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(run), *small]),
                    "already exists")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("a user's file")
+    one_error_line(runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(plain / "r"), *small]),
+                   f"Not a directory: '{plain / 'r'}'")
+    one_error_line(runner.invoke(app, ["export", "--ckpt", str(run), "--out", str(plain / "e"), "--lexicon", str(w.lexicon)]),
+                   "Not a directory")
+    assert plain.read_text() == "a user's file"
     one_error_line(runner.invoke(app, ["finetune", "--init", str(run), "--data", str(root / "shards"), "--out",
                                        str(tmp_path / "f"), "--set", "model.image.image_width=160", *small]),
                    "model differs from this config in model.image.image_width")

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -70,3 +71,48 @@ def test_read_yaml_names_the_file_and_the_problem(tmp_path):
         read_yaml(bad, KeyError, f"--config {bad}")
     with pytest.raises(ValueError, match=r"nope.yaml: cannot read it \(No such file or directory\)"):
         read_yaml(tmp_path / "nope.yaml", ValueError)
+
+
+ORPHAN = """
+import multiprocessing as mp, os, sys, time
+from pathlib import Path
+from synth.files import die_with_parent
+
+def worker(parent, ready):
+    die_with_parent(parent)
+    Path(ready + ".tmp").write_text(str(os.getpid()))
+    os.replace(ready + ".tmp", ready)
+    time.sleep(120)
+
+if __name__ == "__main__":
+    mp.get_context("spawn").Process(target=worker, args=(os.getpid(), sys.argv[1])).start()
+    time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie waiting for a reaper has stopped too
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_dies_with_its_killed_parent(tmp_path):
+    """`kill -9` of a command must not leave its render workers writing into --out (synth.dataset's pool)."""
+    (tmp_path / "orphan.py").write_text(ORPHAN)
+    ready = tmp_path / "ready"
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "orphan.py"), str(ready)])
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        child = int(ready.read_text())
+        assert _alive(child)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)

@@ -172,6 +172,24 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monke
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
+def test_a_run_that_saved_no_checkpoint_restarts_with_resume_latest(tiny, tmp_path, monkeypatch):
+    _, lexicon, bert, data = tiny
+    with pytest.raises(ConfigError, match="optim.lr must be a finite number, got inf"):
+        tiny_config(bert, **{"optim.lr": float("inf")})
+    real = trainer.RetrievalLoss.forward
+    monkeypatch.setattr(trainer.RetrievalLoss, "forward", lambda self, **kw: {
+        k: v * float("nan") if k == "loss" else v for k, v in real(self, **kw).items()})
+    with pytest.raises(TrainingError, match="no checkpoint was written yet, so --resume latest starts the run again"):
+        train_stage(tiny_config(bert), [data], tmp_path / "run", lexicon)
+    monkeypatch.setattr(trainer.RetrievalLoss, "forward", real)
+    with pytest.raises(TrainingError, match="already exists and is not empty"):  # never silently over it
+        train_stage(tiny_config(bert), [data], tmp_path / "run", lexicon)
+    result = train_stage(tiny_config(bert, **{"optim.max_steps": 2}), [data], tmp_path / "run", lexicon, resume="latest")
+    assert result.steps == 2 and (tmp_path / "run" / "model.safetensors").is_file()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[0] == 1 and steps == sorted(steps)  # one log, the restart's
+
+
 def test_finetune_refuses_an_init_with_another_model(tiny, tmp_path):
     _, lexicon, bert, data = tiny
     train_stage(tiny_config(bert, **{"optim.max_steps": 1}), [data], tmp_path / "pre", lexicon)

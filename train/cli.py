@@ -34,7 +34,8 @@ def _errors() -> tuple[type[Exception], ...]:
     from train.data import DataError
     from train.text_tower import TextEncoderError
 
-    return DataError, ConfigError, CheckpointError, LexiconError, TextEncoderError, FileNotFoundError, FileExistsError
+    return (DataError, ConfigError, CheckpointError, LexiconError, TextEncoderError, FileNotFoundError, FileExistsError,
+            NotADirectoryError, IsADirectoryError, PermissionError)  # a path the user named: one line naming it
 
 
 def _fail(message: str) -> typer.Exit:
@@ -42,8 +43,18 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from synth import __version__  # one package, one version
+
+        typer.echo(f"train {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
     """Dual-encoder training and cross-lingual retrieval on synth shards (docs/training.md).
 
     Typical use: `train text-encoder prepare` once; then `train pretrain --data SHARDS --out RUN`;

@@ -254,7 +254,21 @@ def workers_refusal(workers: int) -> str | None:
     return None
 
 
+def _non_finite(node: object, prefix: str = "") -> list[tuple[str, object]]:
+    """(dotted key, value) of every float setting that is inf or nan, depth first."""
+    found = []
+    for f in fields(node):
+        value, key = getattr(node, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            found += _non_finite(value, key + ".")
+        elif any(isinstance(x, float) and not math.isfinite(x) for x in (value if isinstance(value, tuple) else (value,))):
+            found.append((key, value))
+    return found
+
+
 def validate(c: RunConfig, where: str) -> None:
+    for key, value in _non_finite(c):  # inf or nan anywhere would only surface as a diverged run
+        raise ConfigError(f"{where}: {key} must be a finite number, got {value}")
     o = c.optim
     checks = [
         (math.isfinite(o.lr) and o.lr > 0, f"optim.lr must be a finite number > 0, got {o.lr}"),

@@ -29,7 +29,9 @@ from synth.files import sha256_file, write_atomic
 from synth.lexicon import Lexicon
 from synth.manifest import config_differences, read_manifest
 from train.checkpoint import (
+    CHECKPOINTS,
     CONFIG,
+    LATEST,
     CheckpointError,
     TrainState,
     latest_checkpoint,
@@ -166,6 +168,8 @@ def _prepare_out(out: Path, resume: str | None) -> Path | None:
                                 "or choose another --out")
         return None
     if resume == "latest":
+        if (out / CONFIG).is_file() and not (out / CHECKPOINTS / LATEST).is_file():
+            return None  # the run stopped before its first checkpoint (diverged or killed): start it again here
         return latest_checkpoint(out)
     path = Path(resume)
     if not (path / "state.json").is_file():
@@ -294,6 +298,7 @@ def _train_stage(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Le
             _trim_metrics(out / METRICS, state.step)
     elif ddp.main:
         out.mkdir(parents=True, exist_ok=True)
+        (out / METRICS).unlink(missing_ok=True)  # a restart of a run that saved no checkpoint logs afresh
         write_atomic(out / CONFIG, json.dumps(provenance, indent=1) + "\n")
     model.text.precompute(sorted(set(shards.texts.tolist())))
 
@@ -418,7 +423,7 @@ def _diverged(out: Path, state: TrainState, loss: float, norm: float) -> None:
     try:
         last = f"the last good checkpoint is {latest_checkpoint(out)}"
     except CheckpointError:
-        last = "no checkpoint was written yet"
+        last = "no checkpoint was written yet, so --resume latest starts the run again from step 0"
     raise TrainingError(f"training diverged at step {state.step + 1} (epoch {state.epoch}): loss {loss}, "
                         f"gradient norm {norm}; nothing was saved from this step, {last}; "
                         "lower optim.lr or set optim.grad_clip, then --resume latest")
