@@ -132,4 +132,5 @@ def audit_sample(
     except LexiconError as exc:
         _fail(str(exc))
     write_atomic(output, render_audit(entries))
-    err.print(f"{output}: {len(entries)} entries drawn with seed {AUDIT_SEED if seed is None else seed}")
+    whole = f" (--n {n:,} is more than the lexicon's {len(entries):,} entries: all of them)" if len(entries) < n else ""
+    err.print(f"{output}: {len(entries)} entries drawn with seed {AUDIT_SEED if seed is None else seed}{whole}")

@@ -264,4 +264,8 @@ def preview(
         raise _fail(f"{root}: a shard cannot be read ({str(exc).splitlines()[0]}); `synth verify {root}` names it")
     except (*_ERRORS, OSError) as exc:
         raise _fail(str(exc).splitlines()[0])
-    out.print(f"wrote {sheet} ({image.width}×{image.height} px)", soft_wrap=True, highlight=False)
+    from synth.verify import manifest_rows
+
+    rows = manifest_rows(root)
+    whole = f"; --n {n:,} is more than the {rows:,} rows, so all of them" if rows < n else ""
+    out.print(f"wrote {sheet} ({image.width}×{image.height} px{whole})", soft_wrap=True, highlight=False)

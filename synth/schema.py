@@ -57,3 +57,15 @@ HF_FEATURES = {
 }
 
 SCHEMA = pa.schema(_FIELDS, metadata={b"huggingface": json.dumps({"info": {"features": HF_FEATURES}}).encode()})
+
+
+def schema_differences(schema: pa.Schema) -> list[str]:
+    """How `schema` departs from SCHEMA, one phrase per column: missing, unexpected, of another type, or out
+    of order (metadata aside). Empty when they match."""
+    found = [f"missing column {name!r}" for name in SCHEMA.names if name not in schema.names]
+    found += [f"unexpected column {name!r}" for name in schema.names if name not in SCHEMA.names]
+    found += [f"column {f.name!r} has type {schema.field(f.name).type}; expected {f.type}"
+              for f in SCHEMA if f.name in schema.names and not schema.field(f.name).type.equals(f.type)]
+    if not found and schema.names != SCHEMA.names:
+        found.append(f"columns in the order {', '.join(schema.names)}; expected {', '.join(SCHEMA.names)}")
+    return found

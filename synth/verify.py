@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from synth.files import sha256_file
 from synth.manifest import DATA, MANIFEST, SIZES, DatasetError, read_manifest, sizes
 from synth.plan import SPLIT_OF_SERIES
-from synth.schema import HEIGHT, IMAGE, SCHEMA, SEMANTIC_ID, SPLIT, WIDTH
+from synth.schema import HEIGHT, IMAGE, SCHEMA, SEMANTIC_ID, SPLIT, WIDTH, schema_differences
 
 MAX_LISTED = 5  # bad rows named per shard before summarising; enough to locate a problem
 
@@ -74,19 +74,20 @@ def verify_dataset(root: Path, progress: Callable[[int], None] | None = None) ->
     on_disk = {f"{DATA}/{p.name}" for p in (root / DATA).glob("*.parquet")} if (root / DATA).is_dir() else set()
     problems += [f"{name}: shard file not listed in {MANIFEST}" for name in sorted(on_disk - listed)]
     for entry in manifest["shards"]:
-        _check_shard(root, entry, problems)
-        report.shards += 1
-        report.rows += entry["rows"]
+        rows = _check_shard(root, entry, problems)
+        report.shards += rows is not None
+        report.rows += rows or 0
         if progress:
-            progress(entry["rows"])
+            progress(rows or 0)  # a missing or unreadable shard leaves the bar short of its total
     return report
 
 
-def _check_shard(root: Path, entry: dict, problems: list[str]) -> None:
+def _check_shard(root: Path, entry: dict, problems: list[str]) -> int | None:
+    """Rows read from the shard, None if it is missing or unreadable; its problems go into `problems`."""
     name, path = entry["name"], root / entry["name"]
     if not path.is_file():
         problems.append(f"{name}: missing")
-        return
+        return None
     if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
         problems.append(f"{name}: sha256 differs from {MANIFEST} (file changed or corrupt)")
     try:
@@ -94,11 +95,12 @@ def _check_shard(root: Path, entry: dict, problems: list[str]) -> None:
         table = parquet.read()
     except Exception as exc:  # pyarrow raises several types for a damaged file
         problems.append(f"{name}: not a readable Parquet file ({type(exc).__name__}: {exc})")
-        return
+        return None
     schema = table.schema
-    if not schema.remove_metadata().equals(SCHEMA.remove_metadata()):
-        problems.append(f"{name}: schema differs from synth.schema.SCHEMA ({schema.to_string(show_schema_metadata=False)!r})")
-        return
+    differences = schema_differences(schema)
+    if differences:
+        problems.append(f"{name}: {'; '.join(differences)} (synth/schema.py)")
+        return table.num_rows
     if (schema.metadata or {}).get(b"huggingface") != SCHEMA.metadata[b"huggingface"]:
         problems.append(f"{name}: schema metadata lacks the `huggingface` features (datasets would not decode images)")
     if table.num_rows != entry["rows"]:
@@ -114,6 +116,7 @@ def _check_shard(root: Path, entry: dict, problems: list[str]) -> None:
     if series in SPLIT_OF_SERIES and splits - {SPLIT_OF_SERIES[series]}:
         problems.append(f"{name}: holds {SPLIT} {sorted(splits - {SPLIT_OF_SERIES[series]})} in the {series} series")
     _check_images(name, table, problems)
+    return table.num_rows
 
 
 def _check_images(name: str, table, problems: list[str]) -> None:

@@ -106,3 +106,6 @@ def test_cli_audit_sample(tmp_path):
     assert runner.invoke(cli_lexicon.app, args).exit_code == 0
     assert len(audit.read_text(encoding="utf-8").splitlines()) == 4
     assert runner.invoke(cli_lexicon.app, args).exit_code == 1  # would lose verdicts
+    every = runner.invoke(cli_lexicon.app, [*args[:-4], "--n", "50", "--force"])
+    assert every.exit_code == 0 and "--n 50 is more than the lexicon's 10 entries: all of them" in every.output
+    assert len(audit.read_text(encoding="utf-8").splitlines()) == 11

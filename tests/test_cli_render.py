@@ -57,6 +57,9 @@ def test_render_verify_preview_end_to_end(world, tmp_path):
     bare = tmp_path / "sheet-without-extension"
     shown = runner.invoke(app, ["preview", str(out), "--out", str(bare), "--n", "3", "--catalogue", str(w.catalogue)])
     assert shown.exit_code == 0 and bare.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "more than" not in shown.output
+    every = runner.invoke(app, ["preview", str(out), "--out", str(tmp_path / "all.png"), "--n", "50", "--catalogue", str(w.catalogue)])
+    assert every.exit_code == 0 and "--n 50 is more than the 18 rows, so all of them" in every.output  # said, not silent
     folder = runner.invoke(app, ["preview", str(out), "--out", str(tmp_path), "--force", "--catalogue", str(w.catalogue)])
     assert folder.exit_code == 1 and "is a folder; --out takes a file name" in folder.output
     shard = min((out / "data").glob("*.parquet"))

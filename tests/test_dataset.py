@@ -19,7 +19,7 @@ from synth.lexicon import LexiconError
 from synth.manifest import DatasetError
 from synth.plan import PlanConfig, PlanError
 from synth.render_config import load_render_config
-from synth.schema import SCHEMA, WIDTH
+from synth.schema import IMAGE, SCHEMA, WIDTH
 from synth.verify import verify_dataset
 from tests.conftest import write_catalogue
 from tests.dataset_fixtures import DoubleRenderer, make_world, small_config, tree_bytes
@@ -183,10 +183,16 @@ def test_verify_names_each_problem(reference, tmp_path):
     sizes[first] += 1
     (out / "sizes.json").write_text(json.dumps(sizes))
     shutil.copy(out / manifest["shards"][3]["name"], out / "data/train-00099-of-00099.parquet")
-    problems = verify_dataset(out).problems
+    fifth = manifest["shards"][5]["name"]
+    renamed = pq.read_table(out / fifth)
+    pq.write_table(renamed.rename_columns(["picture" if c == IMAGE else c for c in renamed.column_names]), out / fifth)
+    report = verify_dataset(out)
+    problems = report.problems
     text = "\n".join(problems)
     assert f"{first}: sha256 differs" in text
     assert f"{second}: missing" in text
+    assert f"{fifth}: missing column 'image'; unexpected column 'picture' (synth/schema.py)" in text  # not the schema dump
+    assert report.rows == sum(e["rows"] for e in manifest["shards"]) - manifest["shards"][1]["rows"]  # the missing one
     assert f"{third}: sha256 differs" in text and f"{third}: 12 bad image(s): row 0: image is 64×24, row says 65×24" in text
     assert "sizes.json: does not match" in text
     assert "data/train-00099-of-00099.parquet: shard file not listed" in text

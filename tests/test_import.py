@@ -244,6 +244,9 @@ def test_folder_import_from_csv(tmp_path, lexicon):
     one_error(runner.invoke(app, ["import", "folder", "--csv", str(bad), "--out", str(tmp_path / "o")]), "bad.csv:2", "'pt'")
     bad.write_text("file,word\nimg/a.png,agua\n", encoding="utf-8")
     one_error(runner.invoke(app, ["import", "folder", "--csv", str(bad), "--out", str(tmp_path / "o")]), "header lacks path")
+    bad.write_text("path,text,lang\n", encoding="utf-8")
+    one_error(runner.invoke(app, ["import", "folder", "--csv", str(bad), "--out", str(tmp_path / "o"), "--lexicon",
+                                  str(lexicon)]), "the source holds no words")
     bad.write_text("path,text,lang\nimg/zz.png,agua,es\n", encoding="utf-8")
     one_error(runner.invoke(app, ["import", "folder", "--csv", str(bad), "--out", str(tmp_path / "o"),
                                   "--lexicon", str(lexicon)]), "bad.csv:2", "zz.png is missing")

@@ -159,6 +159,11 @@ def write_real_dataset(
                 result.by_lang[word.lang] += 1
         if progress:
             progress(1)
+    if not rows and not result.unmapped and not result.skipped:
+        raise SourceError("the source holds no words (an empty list, or a header with no rows under it)")
+    if not rows and result.skipped:
+        raise SourceError(f"every word the lexicon holds was unreadable ({len(result.skipped):,}; the first: "
+                          f"{result.skipped[0]})")
     if not rows:
         raise SourceError(f"none of the {sum(result.unmapped.values()):,} words maps to the lexicon "
                            f"({lexicon.path.name}): check the source's language, or pass the right --lexicon")
