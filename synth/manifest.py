@@ -40,6 +40,19 @@ def fingerprint(config: dict, lexicon: Lexicon, catalogue: Catalogue) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def library_versions() -> dict[str, str]:
+    """The libraries the image bytes depend on (rasteriser, warps, PNG and Parquet encoders), as recorded in a
+    manifest: a byte-identical rebuild needs the same ones."""
+    import cv2
+    import numpy
+    import PIL
+    import pyarrow
+    from PIL import features
+
+    return {"numpy": numpy.__version__, "opencv": cv2.__version__, "pillow": PIL.__version__,
+            "freetype": features.version("freetype2") or "none", "pyarrow": pyarrow.__version__}
+
+
 def make_manifest(plan: Plan, shards: list[ShardPlan], config: dict, command: str, lexicon: Lexicon,
                   catalogue: Catalogue) -> dict:
     """The manifest for `plan` before any shard is written (see `with_records`)."""
@@ -53,6 +66,7 @@ def make_manifest(plan: Plan, shards: list[ShardPlan], config: dict, command: st
         "format": FORMAT,
         "status": "incomplete",
         "synth_version": __version__,
+        "libraries": library_versions(),
         "command": command,
         "fingerprint": fingerprint(config, lexicon, catalogue),
         "config": config,

@@ -52,6 +52,7 @@ def reference(world):
 def test_reference_is_complete_and_verifies(reference):
     manifest = json.loads((reference / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["command"] == "synth render (test)"
+    assert manifest["libraries"]["pyarrow"] == pa.__version__ and set(manifest["libraries"]) >= {"opencv", "pillow", "freetype"}
     assert manifest["config"]["plan"]["seed"] == 7 and manifest["config"]["renderer"] == "tests.dataset_fixtures.DoubleRenderer"
     assert all(e["sha256"] == sha256_file(reference / e["name"]) for e in manifest["shards"])
     assert {"manifest.json", "sizes.json", "README.md"} <= set(tree_bytes(reference))
