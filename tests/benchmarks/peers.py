@@ -384,8 +384,16 @@ _WORKERS = {"trdg": _WORKER_TRDG, "synthtiger": _WORKER_SYNTHTIGER}
 
 
 def default_fonts(cache: str | os.PathLike | None = None, ids=DEFAULT_FONT_IDS) -> list[str]:
-    """TTF paths of the default Latin handwriting fonts in the project's font cache."""
-    root = Path(cache or os.environ.get("SYNTH_CACHE") or "/tmp/synth-cache") / "fonts"
+    """TTF paths of the default Latin handwriting fonts in the project's font cache (synth.paths.cache_dir)."""
+    if cache is None:
+        try:
+            from synth.paths import cache_dir
+        except ImportError:  # a peer's own venv, without synth: the same rule
+            def cache_dir() -> Path:
+                xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+                return Path(os.environ.get("SYNTH_CACHE") or Path(xdg) / "synth")
+        cache = cache_dir()
+    root = Path(cache) / "fonts"
     return [str(root / f"{i}.ttf") for i in ids if (root / f"{i}.ttf").is_file()]
 
 

@@ -1,6 +1,7 @@
-"""The accuracy benchmark's scoring: figures read from `train eval` reports, each checked against its target."""
+"""Benchmark helpers: the accuracy benchmark's scoring against its targets, and where the peers' fonts come from."""
 
 from tests.benchmarks.bench_accuracy import TARGETS, figures, table
+from tests.benchmarks.peers import DEFAULT_FONT_IDS, default_fonts
 
 
 def report(within: dict[str, float], cross: float) -> dict:
@@ -17,3 +18,13 @@ def test_figures_and_targets():
     assert rows["train_minutes"].endswith("yes") and rows["cross_ratio"].endswith("yes")  # 0.9 ≥ 0.85
     assert rows["in_domain_en"].split()[-1] == "1.0000"  # no target: the figure alone
     assert set(TARGETS["quick"]) <= set(values)
+
+
+def test_peer_fonts_come_from_the_project_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("SYNTH_CACHE", raising=False)  # the default cache, as on a fresh machine
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    fonts = tmp_path / "synth" / "fonts"
+    fonts.mkdir(parents=True)
+    for style in DEFAULT_FONT_IDS[:2]:
+        (fonts / f"{style}.ttf").write_bytes(b"")
+    assert default_fonts() == [str(fonts / f"{s}.ttf") for s in DEFAULT_FONT_IDS[:2]]
