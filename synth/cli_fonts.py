@@ -133,7 +133,15 @@ def fetch(
               f"{counts['fetched']} fetched, {counts['cached']} already installed", soft_wrap=True)
 
 
+def probe_chars(style, covered: frozenset[str], n: int = 6) -> str:
+    """`n` characters the style must draw, spread over its scripts' required ones it covers."""
+    pool = sorted(set().union(*(required_chars(script) for script in style.scripts)) & covered) or sorted(
+        c for c in covered if not c.isspace())
+    return "".join(pool[i * len(pool) // n] for i in range(min(n, len(pool))))
+
+
 def _coverage_rows(catalogue: Catalogue, styles, lexicon_path: Path | None) -> tuple[list[CoverageRow], list[str]]:
+    from synth.glyphs import probe_face
     from synth.lexicon import LexiconError, load_lexicon
 
     try:
@@ -146,6 +154,9 @@ def _coverage_rows(catalogue: Catalogue, styles, lexicon_path: Path | None) -> t
             covered = installed_coverage(style)
         except FetchError as exc:
             raise _fail(str(exc))
+        problem = probe_face(style.kind, style.cache_path, probe_chars(style, covered))
+        if problem:  # the stamp vouches for the file it described; this checks the file that is there
+            problems.append(f"{style.id}: {style.cache_path} {problem}; delete it and run `synth fonts fetch`")
         for script in style.scripts:
             lacking = sorted(required_chars(script) - covered)
             if lacking:

@@ -351,7 +351,12 @@ def render_shard(shard: ShardPlan, renderer, shard_config: ShardConfig, out: Pat
     """Render every task of one shard and write it; `report(n)` is called every REPORT_EVERY rows."""
     rows = []
     for i, task in enumerate(shard.tasks, start=1):
-        image, params = renderer.render(task)
+        try:
+            image, params = renderer.render(task)
+        except Exception as exc:  # name the style and its file: a damaged font is the usual cause
+            raise DatasetError(f"rendering {shard.name} failed on {task.text!r} in style {task.style.id} "
+                               f"({task.style.cache_path}): {type(exc).__name__}: {exc}; "
+                               "`synth fonts check` tests every installed file") from exc
         rows.append(sample_row(
             image, params, semantic_id=task.semantic_id, lang=task.lang, text=task.text, style=task.style.id,
             style_kind=task.style.kind, split=task.style.split.value, seed=task.seed,
@@ -375,6 +380,8 @@ def _render(jobs: list[ShardPlan], out: Path, renderer_cls: type, render_config:
         for shard in jobs:
             try:
                 record = render_shard(shard, renderer, shard_config, out, report)
+            except DatasetError:
+                raise
             except Exception as exc:
                 raise DatasetError(f"rendering {shard.name} failed: {type(exc).__name__}: {exc}") from exc
             landed(record)

@@ -175,3 +175,18 @@ def layout_strokes(face: StrokeFace, text: str, jitter: dict | None, tracking: f
 def load_face(kind: str, path: str) -> OutlineFace | StrokeFace:
     """One face object per file and process (glyph caches live as long as the process)."""
     return OutlineFace(Path(path)) if kind == "outline" else StrokeFace(Path(path))
+
+
+def probe_face(kind: str, path: Path, chars: str) -> str | None:
+    """Draw `chars` (a few the style claims to cover) from the file itself: None if each has ink, else what is
+    wrong, in a phrase. `synth fonts check` runs it so a damaged or blanked file is caught before a render."""
+    try:
+        if kind == "outline":
+            face = OutlineFace(Path(path))
+            blank = [c for c in chars if not face.glyph(c, 48).mask.any()]
+        else:
+            strokes = StrokeFace(Path(path)).glyphs
+            blank = [c for c in chars if not strokes.get(c, (0, []))[1]]
+    except Exception as exc:  # FreeType, fontTools and json raise many types for a damaged file
+        return f"cannot be drawn ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'})"
+    return f"draws no ink for {''.join(blank)}" if blank else None

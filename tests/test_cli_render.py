@@ -126,3 +126,25 @@ def test_preview_needs_a_chinese_label_font(world, tmp_path):
     assert result.exit_code == 1 and "no Chinese-capable label font is installed; run `synth fonts fetch lxgw-wenkai-400`" in result.output
     missing = runner.invoke(app, ["verify", str(tmp_path / "nothing")])
     assert missing.exit_code == 1 and "no manifest.json" in missing.output
+
+
+def test_a_damaged_font_is_caught_by_check_and_named_by_render(tmp_path, monkeypatch):
+    """A font file damaged after its install, its stamp rewritten to match: the stamp alone would vouch for it."""
+    from synth.catalogue import load_catalogue
+    from synth.cli_fonts import app as fonts_app
+    from synth.fetch import stamp_path
+    from synth.files import sha256_file
+    from tests.dataset_fixtures import make_world
+
+    w = make_world(tmp_path, monkeypatch)  # the real renderer, drawing the fixture fonts
+    style = load_catalogue(w.catalogue).get("latin-held")
+    style.cache_path.write_bytes(b"\0" * 4096)
+    meta = json.loads(stamp_path(style).read_text())
+    stamp_path(style).write_text(json.dumps({**meta, "sha256": sha256_file(style.cache_path)}))
+    args = ["--lexicon", str(w.lexicon), "--catalogue", str(w.catalogue)]
+    checked = runner.invoke(fonts_app, ["check", *args])
+    assert checked.exit_code == 1 and f"latin-held: {style.cache_path} cannot be drawn" in checked.output
+    rendered = runner.invoke(app, ["render", "--lang", "en", "--fonts", "held-out", "--ids", "0:2", "--workers", "1",
+                                   "--out", str(tmp_path / "out"), *args])
+    assert rendered.exit_code == 1 and "Traceback" not in rendered.output
+    assert "in style latin-held" in rendered.output and str(style.cache_path) in rendered.output.replace("\n", "")
