@@ -69,6 +69,42 @@ def _font_licences(licences_md: Path, used: dict[str, dict], catalogue: Catalogu
     return lines + ([""] + notes if notes else [])
 
 
+def _columns_and_loading(meaning: dict[str, str]) -> list[str]:
+    out = ["## Columns", ""] + _table(["column", "type", "meaning"],
+                                      [[f"`{f.name}`", f"`{f.type}`", meaning[f.name]] for f in SCHEMA])
+    return out + ["", "Rows are sorted by `semantic_id` inside each shard, and row groups carry statistics, so a "
+                  "filter on `semantic_id` reads only the row groups it needs.", "", "## Loading", "", "```python",
+                  "import datasets", 'ds = datasets.load_dataset("parquet", data_dir="THIS_FOLDER")  # PIL images',
+                  "", "import pyarrow.dataset as pads", 'table = pads.dataset("THIS_FOLDER/data").to_table(',
+                  '    filter=pads.field("semantic_id") < 100, columns=["semantic_id", "lang", "text"])', "```"]
+
+
+_REAL_MEANING = {**_MEANING, STYLE: "the writer (`SOURCE:WRITER`; `unknown` where the source does not say)",
+                 STYLE_KIND: "`real`: scanned or photographed handwriting", SPLIT: "`real`",
+                 SEED: "the import's `--seed` where words are composed from characters (CASIA-HWDB), else 0",
+                 PARAMS: "where the image came from in the source"}
+
+
+def imported_card(manifest: dict) -> str:
+    """README.md for real handwriting imported by `train import`: counts, columns, loading, and whose it is."""
+    counts = manifest["counts"]
+    langs = list(counts["by_lang"])
+    out = ["---", "license: other", "language:", *[f"- {lang}" for lang in langs], "configs:",
+           "- config_name: default", "  data_files:", "  - split: real", "    path: data/real-*", "---", "",
+           "# Real handwriting word images", "",
+           f"{counts['rows']:,} word images of {counts['ids']:,} lexicon entries by {counts['writers']:,} writer(s), "
+           f"imported by `synth` {manifest['synth_version']} with", "", f"    {manifest['command']}", "",
+           "Rows per language: " + ", ".join(f"{k} {v:,}" for k, v in counts["by_lang"].items()) + ". Words the "
+           f"lexicon lacks are left out ({counts['unmapped']:,}; listed in `unmapped.tsv`); `manifest.json` holds "
+           "the checksums `synth verify` checks.", ""]
+    out += _columns_and_loading(_REAL_MEANING)
+    return "\n".join(out + ["", "## Licence", "",
+                            "The images are the source's, under its own terms (IAM and CASIA-HWDB are for "
+                            "non-commercial research on registration); texts and semantic IDs come from the "
+                            f"`synth` lexicon (`{manifest['lexicon']['file']}`, sha256 "
+                            f"`{manifest['lexicon']['sha256']}`)."]) + "\n"
+
+
 def dataset_card(manifest: dict, plan: Plan, lexicon: Lexicon, catalogue: Catalogue) -> str:
     """README.md for a dataset: columns, splits and counts, styles, loading, sources and licences."""
     counts, used = manifest["counts"], {k: v for k, v in manifest["styles"].items() if v["rows"]}
@@ -95,15 +131,9 @@ def dataset_card(manifest: dict, plan: Plan, lexicon: Lexicon, catalogue: Catalo
                    for name, n in series.items()])
     out += ["", "Rows per language: " + ", ".join(f"{k} {v:,}" for k, v in counts["by_lang"].items()) + ".", "",
             f"(entry, style) pairs skipped because the style cannot draw every character: "
-            f"{manifest['skipped']['pairs']:,}.", "", "## Columns", ""]
-    out += _table(["column", "type", "meaning"],
-                  [[f"`{f.name}`", f"`{f.type}`", _MEANING[f.name]] for f in SCHEMA])
-    out += ["", "Rows are sorted by `semantic_id` inside each shard, and row groups carry statistics, so a "
-            "filter on `semantic_id` reads only the row groups it needs.", "", "## Loading", "", "```python",
-            "import datasets", 'ds = datasets.load_dataset("parquet", data_dir="THIS_FOLDER")  # PIL images',
-            "", "import pyarrow.dataset as pads", 'table = pads.dataset("THIS_FOLDER/data").to_table(',
-            '    filter=pads.field("semantic_id") < 100, columns=["semantic_id", "lang", "text"])', "```", "",
-            f"## Styles used ({len(used)})", ""]
+            f"{manifest['skipped']['pairs']:,}.", ""]
+    out += _columns_and_loading(_MEANING)
+    out += ["", f"## Styles used ({len(used)})", ""]
     out += _table(["style", "family", "kind", "split", "licence", "rows"],
                   [[k, v["family"], v["kind"], v["split"], v["licence"], f"{v['rows']:,}"] for k, v in used.items()])
     out += ["", "## Sources and licences", "", "### Lexicon", "",

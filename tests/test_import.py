@@ -238,6 +238,9 @@ def test_folder_import_from_csv(tmp_path, lexicon):
     assert [(r["semantic_id"], r["lang"], r["style"]) for r in rows] == [(0, "es", "folder:w1"), (0, "zh", "folder:w2"),
                                                                          (3, "en", "folder:unknown")]
     assert (out / "unmapped.tsv").read_text().splitlines()[1] == "es\tagüita\t1"
+    card = (out / "README.md").read_text()
+    assert "3 word images of 2 lexicon entries by 3 writer(s)" in card and "Rows per language: en 1, es 1, zh 1" in card
+    assert "| `style` | `string` | the writer" in card and "path: data/real-*" in card
 
     bad = tmp_path / "bad.csv"
     bad.write_text("path,text,lang\nimg/a.png,agua,pt\n", encoding="utf-8")

@@ -8,6 +8,7 @@ module maps each transcription to a semantic ID through the lexicon, counts and 
     OUT/manifest.json    format synth-dataset/1, status complete, the source and its options, counts
     OUT/sizes.json       shard → rows
     OUT/unmapped.tsv     lang, text, count: every transcription the lexicon does not hold
+    OUT/README.md        the dataset card (synth.card.imported_card)
     OUT/data/real-00000-of-0000N.parquet
 
 The folder is built under a temporary name beside OUT and renamed into place at the end, so an error or
@@ -30,7 +31,8 @@ import numpy as np
 from synth import __version__
 from synth.files import atomic_folder, files_besides, replace_refusal
 from synth.lexicon import LANGS, Lexicon
-from synth.manifest import DATA, FORMAT, MANIFEST, SIZES, DatasetError, read_manifest, sizes, write_json
+from synth.card import imported_card
+from synth.manifest import CARD, DATA, FORMAT, MANIFEST, SIZES, DatasetError, read_manifest, sizes, write_json
 from synth.schema import SEMANTIC_ID
 from synth.shards import ShardConfig, sample_row, write_shard
 
@@ -174,7 +176,7 @@ def write_real_dataset(
 
 
 def _not_written_by_import(folder: Path) -> list[str]:
-    return [f for f in files_besides(folder, (MANIFEST, SIZES, UNMAPPED))
+    return [f for f in files_besides(folder, (MANIFEST, SIZES, UNMAPPED, CARD))
             if not (f.startswith(f"{DATA}/") and f.endswith(".parquet") and f.count("/") == 1)]
 
 
@@ -207,6 +209,7 @@ def _write(rows: list[dict], out: Path, lexicon: Lexicon, config: dict, command:
         }
         write_json(tmp / MANIFEST, manifest)
         write_json(tmp / SIZES, sizes(manifest))
+        (tmp / CARD).write_text(imported_card(manifest), encoding="utf-8")
         lines = ["lang\ttext\tcount"] + [f"{lang}\t{text}\t{n}" for (lang, text), n in
                                           sorted(result.unmapped.items(), key=lambda kv: (-kv[1], kv[0]))]
         (tmp / UNMAPPED).write_text("\n".join(lines) + "\n", encoding="utf-8")
