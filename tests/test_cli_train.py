@@ -127,14 +127,35 @@ def test_bad_input_is_one_line(world, tmp_path):
                                        "--device", "cuda:99", *small]), "--device cuda:99: ")
     assert not (tmp_path / "d").exists()
 
+    taken = tmp_path / "taken.json"
+    taken.write_text("a user's notes")
+    one_error_line(runner.invoke(app, ["eval", "--ckpt", str(tmp_path / "no-run"), "--data", str(root / "held"),
+                                       "--out", str(taken)]), str(taken))  # refused before any model is looked for
+    assert taken.read_text() == "a user's notes"
+    other_lexicon = tmp_path / "other-lexicon.tsv"
+    other_lexicon.write_text(w.lexicon.read_text(encoding="utf-8").replace("\n0\t", "\n0\tx", 1), encoding="utf-8")
+    for command in (["eval", "--data", str(root / "held")], ["export", "--out", str(tmp_path / "exp")]):
+        one_error_line(runner.invoke(app, [command[0], "--ckpt", str(run), *command[1:], "--lexicon", str(other_lexicon)]),
+                       f"--lexicon {other_lexicon} is not the lexicon {run} was trained with")
+    assert not (tmp_path / "exp").exists()
+    wide = tmp_path / "wide"
+    assert runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(wide), "--max-steps", "1", *small,
+                               "--set", "model.image.image_width=160"]).exit_code == 0
+    swapped = tmp_path / "swapped"
+    shutil.copytree(run, swapped)
+    for name in ("model.safetensors", "model.json"):  # another run's final weights, checksums and all
+        shutil.copy(wide / name, swapped / name)
+    one_error_line(runner.invoke(app, ["eval", "--ckpt", str(swapped), "--data", str(root / "held"), "--lexicon", str(w.lexicon)]),
+                   "the final weights were trained with another model.image.image_width")
+
     torn = tmp_path / "torn"
     shutil.copytree(root / "held", torn)
     shard = min((torn / "data").glob("*.parquet"))
     shard.write_bytes(shard.read_bytes()[:200])  # no Parquet footer
     one_error_line(runner.invoke(app, ["eval", "--ckpt", str(run), "--data", str(torn), "--lexicon", str(w.lexicon),
-                                       "--out", str(tmp_path / "torn.json")]),
+                                       "--out", str(tmp_path / "reports" / "torn.json")]),
                    f"{shard}: not a readable Parquet file")
-    assert not (tmp_path / "torn.json").exists()
+    assert not (tmp_path / "reports").exists()  # no report, and no empty folder for one
 
     weights = run / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])

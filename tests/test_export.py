@@ -103,6 +103,8 @@ def test_export_refusals(exported, tmp_path):
     args = ["export", "--ckpt", str(root / "run"), "--lexicon", str(lexicon_path)]
     result = runner.invoke(app, [*args, "--out", str(root / "edge")])
     assert result.exit_code == 1 and "already exists" in result.output
+    result = runner.invoke(app, ["export", "--ckpt", str(tmp_path / "no-run"), "--out", str(root / "edge")])
+    assert result.exit_code == 1 and "already exists" in result.output  # refused before any model is looked for
     mine = tmp_path / "mine-edge"
     mine.mkdir()
     for name in ("manifest.json", "gallery.tsv"):

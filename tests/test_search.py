@@ -112,7 +112,7 @@ def test_search_refuses_bad_requests(world, tmp_path):
         (["--text", "agua", "--index", str(tmp_path)], "not an index"),
     ]
     (tmp_path / "empty.png").write_bytes(b"")
-    cases.append((["--image", str(tmp_path / "empty.png")], "not an image OpenCV can read"))
+    cases.append((["--image", str(tmp_path / "empty.png"), "--lexicon", str(lexicon_path)], "not an image OpenCV can read"))
     shard = min((root / "shards" / "data").glob("*.parquet"))
     (tmp_path / "ok.png").write_bytes(pq.read_table(shard).slice(0, 1).to_pylist()[0]["image"]["bytes"])
     cases.append((["--image", str(tmp_path / "ok.png"), "--lang", "fr", "--lexicon", str(lexicon_path)], "language 'fr'"))
@@ -120,3 +120,12 @@ def test_search_refuses_bad_requests(world, tmp_path):
         result = runner.invoke(app, [*run, *args])
         assert result.exit_code == 1 and fragment in result.output, (args, result.output)
         assert "Traceback" not in result.output
+    nowhere = ["search", "--ckpt", str(tmp_path / "no-run")]  # checked before any model is looked for
+    for args, fragment in ((["--image", str(tmp_path / "ok.png"), "--lang", "fr"], "language 'fr'"),
+                           (["--image", str(tmp_path / "nope.png")], "image not found")):
+        result = runner.invoke(app, [*nowhere, *args])
+        assert result.exit_code == 1 and fragment in result.output, (args, result.output)
+    other = tmp_path / "other.tsv"
+    other.write_text(lexicon_path.read_text(encoding="utf-8").replace("\n0\t", "\n0\tx", 1), encoding="utf-8")
+    result = runner.invoke(app, [*run, "--image", str(tmp_path / "ok.png"), "--lexicon", str(other)])
+    assert result.exit_code == 1 and "is not the lexicon" in result.output

@@ -4,6 +4,7 @@ in the library (train.trainer, train.evaluate, train.e5_convert)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from synth.files import exit_on_sigterm, is_json_with, report_refusal
-from synth.lexicon import LexiconError, load_lexicon
+from synth.lexicon import LANGS, LexiconError, load_lexicon
 from synth.progress import progress_bar, spinner
 from train.cli_import import import_app
 from train.cli_text_encoder import text_encoder_app
@@ -232,17 +233,20 @@ def evaluate_cmd(
     from train.data import count_rows
     from train.evaluate import evaluate, load_model, markdown
 
+    def refusal(target: Path) -> str | None:
+        return report_refusal(target, [target.with_suffix(".md")], lambda p: is_json_with(p, EVAL_KEYS), "train eval")
+
+    if report is not None and refusal(report):  # before the model loads
+        raise _fail(refusal(report))
     try:
         lex = load_lexicon(lexicon)
-        model, provenance, run = load_model(ckpt, text_encoder, device)
+        model, provenance, run = load_model(ckpt, text_encoder, device, lex)
         target = report or run / "eval" / f"{'+'.join(Path(d).resolve().name for d in data)}.json"
-        refusal = report_refusal(target, [target.with_suffix(".md")], lambda p: is_json_with(p, EVAL_KEYS), "train eval")
-        if refusal:
-            raise ValueError(refusal)
-        try:  # before the work: an unwritable place fails now
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ValueError(f"--out {target}: cannot make its folder {target.parent} ({exc.strerror})") from None
+        if refusal(target):
+            raise ValueError(refusal(target))
+        base = next(p for p in [target.parent, *target.parent.parents] if p.exists())
+        if not base.is_dir() or not os.access(base, os.W_OK):  # before the work; folders are made only after it
+            raise ValueError(f"--out {target}: cannot make its folder under {base}")
         total = count_rows(data)
         bar = progress_bar(err, unit="images")
         with bar:
@@ -253,6 +257,7 @@ def evaluate_cmd(
         raise _fail(str(exc).splitlines()[0])
     result = {"run": str(Path(ckpt).resolve()), "data": [str(Path(d).resolve()) for d in data],
               "loss": provenance["config"]["loss"], **result}
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     table = markdown(result)
     target.with_suffix(".md").write_text(table, encoding="utf-8")
@@ -372,6 +377,11 @@ def search(
         raise _fail("give exactly one of --ckpt (a run) or --onnx (a `train export` folder)")
     if text is not None and index_dir is None:
         raise _fail("--text searches an index: pass --index (build one with `train index`)")
+    bad = [code for code in lang or [] if code not in LANGS]
+    if bad:  # these before anything loads
+        raise _fail(f"--lang: language {bad[0]!r}; expected one of {', '.join(LANGS)}")
+    if image is not None and not image.is_file():
+        raise _fail(f"--image: image not found: {image}")
     if onnx is not None:
         from train.edge import EdgeError, EdgeModel
 
@@ -386,9 +396,10 @@ def search(
         from train.search import SearchError, images_for_text, load_index, words_for_image
 
         try:
-            model, _, _ = load_model(ckpt, text_encoder, device)
+            lex = load_lexicon(lexicon) if image is not None else None  # a text query ranks images, not words
+            model, _, _ = load_model(ckpt, text_encoder, device, lex)
             if image is not None:
-                hits = words_for_image(model, image, load_lexicon(lexicon), lang, k)
+                hits = words_for_image(model, image, lex, lang, k)
             else:
                 hits = images_for_text(model, load_index(index_dir), text, lang, k)
         except (*_errors(), SearchError, ValueError) as exc:
@@ -450,11 +461,14 @@ def export_cmd(
     """Export a run for devices: the image tower as ONNX (dynamic batch; --int8 adds static int8), the text
     embeddings of every lexicon entry, and a manifest. `train search --onnx OUT --image word.png` uses it."""
     from train.evaluate import load_model
-    from train.export import ExportError, Int8Settings, export_run
+    from train.export import ExportError, Int8Settings, export_refusal, export_run
 
+    refusal = export_refusal(out_dir, overwrite)  # before the model loads: a refusal takes no time
+    if refusal:
+        raise _fail(refusal)
     try:
         lex = load_lexicon(lexicon)
-        model, _, run = load_model(ckpt, text_encoder, "cpu")
+        model, _, run = load_model(ckpt, text_encoder, "cpu", lex)
         with spinner(err, "export") as status:
             settings = Int8Settings(calibration_images, calibration_method, int8_weights, int8_fp32_stages, distil_steps)
             manifest = export_run(model, run, out_dir, lex, calibration=list(calibration or []),

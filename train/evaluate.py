@@ -9,6 +9,7 @@ embeddings grouped by semantic ID, across languages.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 
 from synth.lexicon import Lexicon
-from train.checkpoint import CheckpointError, model_weights, read_run_config
+from synth.manifest import config_differences
+from train.checkpoint import CONFIG, FINAL_INFO, CheckpointError, model_weights, read_run_config
 from train.config import config_from_dict, workers_refusal
 from train.data import ShardStream, find_shards
 from train.distributed import resolve_device
@@ -38,11 +40,25 @@ def default_batch_size(device: torch.device, height: int, width: int) -> int:
     return GPU_BATCH if device.type == "cuda" else max(1, CPU_BATCH_PIXELS // (height * width))
 
 
-def load_model(target: Path, text_encoder: Path | None = None, device: str | None = None) -> tuple[DualEncoder, dict, Path]:
-    """A run's (or checkpoint's) model in eval mode, with the run's recorded provenance and its folder."""
+def load_model(target: Path, text_encoder: Path | None = None, device: str | None = None,
+               lexicon: Lexicon | None = None) -> tuple[DualEncoder, dict, Path]:
+    """A run's (or checkpoint's) model in eval mode, with the run's recorded provenance and its folder.
+
+    Refused: final weights whose model.json records another model than the run's config.json (weights
+    copied from another run), and a `lexicon` other than the one the run was trained with."""
     run, weights = model_weights(target)
     provenance = read_run_config(run)
     config = config_from_dict(provenance["config"], str(run))
+    info = run / FINAL_INFO
+    trained = json.loads(info.read_text(encoding="utf-8")).get("model") if info.is_file() else None
+    diffs = config_differences(trained, config.to_dict()["model"], "model.") if trained else []
+    if diffs and Path(target).resolve() == run.resolve():
+        raise CheckpointError(f"{info}: the final weights were trained with another {', '.join(diffs[:3])} than "
+                              f"{run / CONFIG} says; they belong to another run")
+    recorded = provenance.get("lexicon", {})
+    if lexicon is not None and recorded.get("sha256") not in (None, lexicon.sha256):
+        raise CheckpointError(f"--lexicon {lexicon.path} is not the lexicon {run} was trained with "
+                              f"({recorded.get('file')}, sha256 {recorded['sha256'][:12]}…); pass that one")
     encoder = Path(text_encoder) if text_encoder else Path(provenance["text_encoder"]["path"])
     if not encoder.is_dir():
         raise CheckpointError(f"the run's text encoder folder is gone: {encoder}; pass its new place with --text-encoder")

@@ -282,6 +282,12 @@ def int8_graph(fp32: Path, int8: Path, gallery: np.ndarray, calibration: Sequenc
     return {**record, "data": [str(Path(p).resolve()) for p in calibration], "seed": seed}
 
 
+def export_refusal(out: Path, overwrite: bool) -> str | None:
+    """Why `out` may not be written (a folder that is not an export, or one without --overwrite), else None."""
+    return replace_refusal(Path(out), overwrite, lambda folder: (folder / MANIFEST).is_file(), "an export",
+                           "train export", lambda folder: files_besides(folder, (MANIFEST, FP32, INT8, GALLERY, GALLERY_KEYS)))
+
+
 def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, calibration: Sequence[Path] = (),
                int8: Int8Settings | None = None, seed: int = 0, overwrite: bool = False,
                progress: Callable[[str], None] | None = None) -> dict:
@@ -289,8 +295,7 @@ def export_run(model: DualEncoder, run: Path, out: Path, lexicon: Lexicon, *, ca
     and return its manifest."""
     say = progress or (lambda _msg: None)
     out = Path(out)
-    refusal = replace_refusal(out, overwrite, lambda folder: (folder / MANIFEST).is_file(), "an export", "train export",
-                              lambda folder: files_besides(folder, (MANIFEST, FP32, INT8, GALLERY, GALLERY_KEYS)))
+    refusal = export_refusal(out, overwrite)
     if refusal:
         raise ExportError(refusal)
     if int8:

@@ -402,7 +402,8 @@ def _train_stage(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Le
             recalibrate_bn(model.image, first_batches(state.epoch, config.precise_bn_batches))
         if main:
             save_final(out, model.saved_state(), {"steps": state.step, "epochs": state.epoch, "loss": state.loss,
-                                                  "checkpoint": step_name(state.step)})
+                                                  "checkpoint": step_name(state.step),
+                                                  "model": config.to_dict()["model"]})  # what the weights fit
             plot_curves(out / METRICS, out / CURVES)
     ddp.barrier()  # the run folder is complete before any rank returns
     return StageResult(out, state.step, state.epoch, finished, images / seconds if seconds else 0.0, seconds, loss_value)
