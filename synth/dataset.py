@@ -13,6 +13,7 @@ folder one build would have written, byte for byte.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -164,6 +165,7 @@ def build_dataset(
     def manifest(done: dict[str, ShardRecord]) -> dict:
         return with_records(planned, done)
 
+    existed = out.exists()
     recorded = _claim_output(out, planned, overwrite)
     try:
         (out / DATA).mkdir(parents=True, exist_ok=True)
@@ -193,15 +195,24 @@ def build_dataset(
 
     render_started = time.perf_counter()
     report = (lambda n: progress(n, to_render)) if progress else (lambda n: None)
-    if executor == "ray" and jobs:
-        from synth.ray_executor import render_with_ray
+    try:
+        if executor == "ray" and jobs:
+            from synth.ray_executor import render_with_ray
 
-        try:
-            render_with_ray(jobs, out, renderer_cls, render_config, shard_config, workers, address, landed, report)
-        finally:
-            sweep_temp(out)
-    else:
-        _render(jobs, out, renderer_cls, render_config, shard_config, workers, landed, report)
+            try:
+                render_with_ray(jobs, out, renderer_cls, render_config, shard_config, workers, address, landed, report)
+            finally:
+                sweep_temp(out)
+        else:
+            _render(jobs, out, renderer_cls, render_config, shard_config, workers, landed, report)
+    except BaseException:
+        if not recorded and not done:  # a new build that landed nothing: leave no half-made folder behind
+            for made in (out / MANIFEST, out / DATA):
+                shutil.rmtree(made) if made.is_dir() else made.unlink(missing_ok=True)
+            if not existed:
+                with contextlib.suppress(OSError):  # something else landed in it meanwhile: keep it
+                    out.rmdir()
+        raise
     render_seconds = time.perf_counter() - render_started
 
     final = manifest(done)

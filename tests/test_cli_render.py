@@ -148,3 +148,4 @@ def test_a_damaged_font_is_caught_by_check_and_named_by_render(tmp_path, monkeyp
                                    "--out", str(tmp_path / "out"), *args])
     assert rendered.exit_code == 1 and "Traceback" not in rendered.output
     assert "in style latin-held" in rendered.output and str(style.cache_path) in rendered.output.replace("\n", "")
+    assert not (tmp_path / "out").exists()  # nothing landed: no incomplete manifest, no empty data/
