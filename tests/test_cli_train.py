@@ -119,9 +119,11 @@ def test_bad_input_is_one_line(world, tmp_path):
 
     one_error_line(runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(tmp_path / "w"),
                                        *small, "--workers", "9999"]), "9,999 data workers is more than 4 per CPU core")
-    one_error_line(runner.invoke(app, ["eval", "--ckpt", str(run), "--data", str(root / "held"), "--workers", "9999"]),
+    one_error_line(runner.invoke(app, ["eval", "--ckpt", str(run), "--data", str(root / "held"), "--workers", "9999",
+                                       "--lexicon", str(w.lexicon)]),
                    "--workers: 9,999 data workers")
-    one_error_line(runner.invoke(app, ["eval", "--ckpt", str(run), "--data", str(root / "held"), "--device", "tpu"]),
+    one_error_line(runner.invoke(app, ["eval", "--ckpt", str(run), "--data", str(root / "held"), "--device", "tpu",
+                                       "--lexicon", str(w.lexicon)]),
                    "--device 'tpu' is not a device; use cpu, cuda or cuda:N")
     one_error_line(runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(tmp_path / "d"),
                                        "--device", "cuda:99", *small]), "--device cuda:99: ")
