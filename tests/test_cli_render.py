@@ -136,7 +136,10 @@ def test_a_damaged_font_is_caught_by_check_and_named_by_render(tmp_path, monkeyp
     from synth.files import sha256_file
     from tests.dataset_fixtures import make_world
 
-    w = make_world(tmp_path, monkeypatch)  # the real renderer, drawing the fixture fonts
+    from synth.recipe import Renderer
+
+    w = make_world(tmp_path, monkeypatch)
+    monkeypatch.setattr(synth.dataset, "default_renderer", lambda: Renderer)  # the real one, not the module's double
     style = load_catalogue(w.catalogue).get("latin-held")
     style.cache_path.write_bytes(b"\0" * 4096)
     meta = json.loads(stamp_path(style).read_text())

@@ -59,7 +59,7 @@ def test_pretrain_finetune_eval(world):
     assert result.exit_code == 0, result.output
     provenance = json.loads((fine / "config.json").read_text())
     assert provenance["init"] == str(run.resolve()) and provenance["config"]["stage"] == "finetune"
-    assert provenance["config"]["optim"]["lr"] == 2e-4  # the preset's finetune stage
+    assert provenance["config"]["optim"]["lr"] == 4e-4  # the preset's finetune stage
 
     report = root / "eval.json"
     result = runner.invoke(app, ["eval", "--ckpt", str(fine), "--data", str(root / "held"), "--cross-lingual",

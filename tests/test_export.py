@@ -127,6 +127,7 @@ def test_export_refusals(exported, tmp_path):
     for name in ("manifest.json", "image_tower.onnx", "gallery.npy", "gallery.tsv"):
         (root / "edge-broken" / name).write_bytes((root / "edge" / name).read_bytes())
     (root / "edge-broken" / "gallery.npy").write_bytes(b"changed")
+    (tmp_path / "x.png").write_bytes(b"any")
     result = runner.invoke(app, ["search", "--onnx", str(root / "edge-broken"), "--image", str(tmp_path / "x.png")])
     assert result.exit_code == 1 and "changed since export" in result.output
     result = runner.invoke(app, ["search", "--onnx", str(root / "edge"), "--ckpt", str(root / "run"), "--image", "x.png"])
