@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-deps fonts text-encoder demo test bench bench-accuracy bench-accuracy-full lexicon
+.PHONY: test-fast setup system-deps fonts text-encoder demo test bench bench-accuracy bench-accuracy-full lexicon
 
 setup: $(VENV)/.installed fonts  ## Python packages into .venv, fonts into the cache ($SYNTH_CACHE)
 
@@ -55,6 +55,9 @@ demo: setup text-encoder  ## the main job on the embedded defaults: render, pre-
 
 test: setup  ## the test suite (CI runs exactly this)
 	$(BIN)/python -m pytest
+
+test-fast: setup  ## the suite without the slow learning and multi-process tests (about a minute; CI runs `make test`)
+	$(BIN)/python -m pytest -m "not slow"
 
 bench: setup  ## speed: renderer beside TRDG and SynthTIGER (own venvs), the full pretrain corpus, training
 	$(BIN)/python tests/benchmarks/bench.py --seconds 20 --repeats 2 --corpus --json out/bench.json

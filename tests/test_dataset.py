@@ -213,6 +213,7 @@ _REAL_CACHE = os.environ.get("SYNTH_CACHE")  # read before the module fixture po
 _REAL_FONTS = load_catalogue().get("lxgw-wenkai-400").cache_path.is_file()
 
 
+@pytest.mark.slow  # make test-fast leaves it out
 @pytest.mark.skipif(not _REAL_FONTS and not os.environ.get("CI"), reason="fonts not fetched (run `synth fonts fetch`)")
 def test_real_renderer_end_to_end(tmp_path, monkeypatch):
     if _REAL_CACHE is None:

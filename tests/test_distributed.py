@@ -77,6 +77,7 @@ def bert(tmp_path_factory) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("bert") / "bert")
 
 
+@pytest.mark.slow  # make test-fast leaves it out
 def test_two_ranks_compute_the_loss_and_gradients_of_one_process(bert, tmp_path):
     port = _free_port()
     mp.start_processes(_rank, args=(2, port, bert, tmp_path / "ddp.pt"), nprocs=2, start_method="spawn")
@@ -123,6 +124,7 @@ def _torchrun(args: list[str], port: int) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=600, check=False)
 
 
+@pytest.mark.slow  # make test-fast leaves it out
 def test_torchrun_pretrain_writes_once_and_resumes(bert, tmp_path):
     lexicon_path = write_lexicon(tmp_path / "lexicon.tsv")
     data = write_shards(tmp_path / "train", per_id=2)
@@ -168,6 +170,7 @@ def test_torchrun_pretrain_writes_once_and_resumes(bert, tmp_path):
         assert torch.allclose(a[key], b[key], atol=1e-6), key
 
 
+@pytest.mark.slow  # make test-fast leaves it out
 def test_sigterm_stops_at_a_checkpoint(bert, tmp_path):
     """What `timeout`, SLURM and Kubernetes send before a kill: finish the step, save, exit 130."""
     import signal

@@ -202,6 +202,7 @@ def test_a_failed_check_leaves_nothing_behind(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["old"] and [p.name for p in old.iterdir()] == [STAMP]
 
 
+@pytest.mark.slow  # make test-fast leaves it out
 def test_corrupted_weights_fail_the_real_check(tmp_path, monkeypatch):
     real = e5_convert.hf_state_dict
 

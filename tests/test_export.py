@@ -225,6 +225,7 @@ def test_qdq_graph_computes_what_onnxruntime_computes(exported, tmp_path, weight
         assert agree(tuned_form, onnx_session(int8).run(["embeddings"], {"images": images})[0])
 
 
+@pytest.mark.slow  # make test-fast leaves it out
 def test_distillation_trains_the_int8_graph(exported, tmp_path):
     from train.edge import onnx_session
     from train.export import FP32, prepare_graph, quantize_int8

@@ -16,6 +16,7 @@ pytest.importorskip("ray")  # the `ray` extra; `make setup` installs it with the
 runner = CliRunner()
 
 
+@pytest.mark.slow  # make test-fast leaves it out
 def test_ray_executor_writes_the_process_pool_bytes(tmp_path, monkeypatch):
     w = make_world(tmp_path / "world", monkeypatch)  # sets SYNTH_CACHE before Ray starts: workers inherit it
     small = tmp_path / "small.yaml"
@@ -64,6 +65,7 @@ def test_an_address_where_no_cluster_answers_is_one_clear_error(tmp_path, monkey
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
+@pytest.mark.slow  # make test-fast leaves it out
 def test_a_failed_ray_task_keeps_finished_shards_and_resumes(tmp_path, monkeypatch):
     from pathlib import Path
 
@@ -84,6 +86,7 @@ def test_a_failed_ray_task_keeps_finished_shards_and_resumes(tmp_path, monkeypat
     assert tree_bytes(out) == tree_bytes(tmp_path / "pool")
 
 
+@pytest.mark.slow  # make test-fast leaves it out
 def test_ray_cluster_at_an_address_renders_on_its_worker_nodes(tmp_path, monkeypatch):
     """A real multi-node cluster on this machine: a head with no CPUs and two worker nodes (own raylets and
     object stores), reached by --address, so every shard is rendered on a node other than the driver's and

@@ -16,6 +16,7 @@ from train.report import ReportError, elsewhere_summary
 from train.trainer import train_stage
 
 
+@pytest.mark.slow  # make test-fast leaves it out
 def test_report_tables_match_the_evaluation(tmp_path):
     lexicon_path = write_lexicon(tmp_path / "lexicon.tsv")
     lexicon = load_lexicon(lexicon_path)

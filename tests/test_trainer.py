@@ -212,6 +212,7 @@ def test_finetune_refuses_an_init_with_another_model(tiny, tmp_path):
     assert torch.allclose(a[key], b[key], atol=1e-3) and not torch.equal(a[key], b[key])
 
 
+@pytest.mark.slow  # make test-fast leaves it out
 def test_training_learns_the_fixture_task(tiny, tmp_path):
     """A short run separates the eight bar patterns: eval Acc@1 far above chance (1/8)."""
     _, lexicon, bert, _ = tiny
@@ -228,6 +229,7 @@ def test_training_learns_the_fixture_task(tiny, tmp_path):
     assert report["gallery"]["size"] == 8 and report["n_images"] == 48
 
 
+@pytest.mark.slow  # make test-fast leaves it out
 def test_prototype_objective_learns_across_languages_and_logs_validation(tiny, tmp_path):
     """The prototype objective (texts of an ID drawn onto one prototype) retrieves across languages; --val
     scores each epoch into metrics.jsonl and curves.png."""
@@ -279,6 +281,7 @@ def test_text_gallery_positives_by_brute_force():
                 assert mask[i, k] == ((y, text) == (ids[r], texts[r]) or (label_aware and y == ids[r]))
 
 
+@pytest.mark.slow  # make test-fast leaves it out
 def test_lexicon_negatives_learn_the_fixture_task(tiny, tmp_path):
     """loss.negatives=lexicon (L_v2t over all 24 texts) trains end to end, with label-aware positives too."""
     _, lexicon, bert, _ = tiny
