@@ -40,6 +40,15 @@ def default_batch_size(device: torch.device, height: int, width: int) -> int:
     return GPU_BATCH if device.type == "cuda" else max(1, CPU_BATCH_PIXELS // (height * width))
 
 
+def _recorded(record: dict, dotted: str) -> bool:
+    """Whether `record` holds the "model."-prefixed key `dotted`."""
+    for part in dotted.split(".")[1:]:
+        if not isinstance(record, dict) or part not in record:
+            return False
+        record = record[part]
+    return True
+
+
 def load_model(target: Path, text_encoder: Path | None = None, device: str | None = None,
                lexicon: Lexicon | None = None) -> tuple[DualEncoder, dict, Path]:
     """A run's (or checkpoint's) model in eval mode, with the run's recorded provenance and its folder.
@@ -51,7 +60,8 @@ def load_model(target: Path, text_encoder: Path | None = None, device: str | Non
     config = config_from_dict(provenance["config"], str(run))
     info = run / FINAL_INFO
     trained = json.loads(info.read_text(encoding="utf-8")).get("model") if info.is_file() else None
-    diffs = config_differences(trained, config.to_dict()["model"], "model.") if trained else []
+    diffs = [key for key in config_differences(trained, config.to_dict()["model"], "model.")
+             if _recorded(trained, key)] if trained else []  # keys added since the run take their defaults
     if diffs and Path(target).resolve() == run.resolve():
         raise CheckpointError(f"{info}: the final weights were trained with another {', '.join(diffs[:3])} than "
                               f"{run / CONFIG} says; they belong to another run")
