@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from synth.lexicon import load_lexicon
-from train.augment import LEVELS, augment, draw
+from train.augment import LEVELS, augment, draw, paper_level
 from tests.train_fixtures import write_lexicon, write_shards
 from train.data import (
     BatchDataset,
@@ -142,6 +142,17 @@ def test_augment_draws_a_fixed_number_of_values_and_keeps_the_word(level):
             assert out[:, :2].mean() < 0.35 and out[:, -2:].mean() < 0.35  # no stripe of ink cut off at an edge
     with pytest.raises(ValueError, match="augmentation level"):
         draw(np.random.default_rng(0), "extreme", word.shape)
+
+
+def test_paper_level_is_the_fifth_lightest_value():
+    """Against `np.partition` on images on the decoder's 1/255 grid: mostly paper, mostly ink, grey noise."""
+    rng = np.random.default_rng(0)
+    for image in (np.where(rng.uniform(size=(32, 128)) < 0.7, 0, rng.integers(1, 256, (32, 128))),
+                  np.where(rng.uniform(size=(32, 128)) < 0.9, 255, rng.integers(0, 256, (32, 128))),
+                  rng.integers(0, 256, (48, 192))):
+        ink = image.astype(np.float32) * np.float32(1 / 255)
+        k = ink.size // 5
+        assert paper_level(ink) == pytest.approx(float(np.partition(ink.ravel(), k)[k]), abs=1e-6)
 
 
 def test_batches_are_the_same_with_or_without_workers(tiny):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -83,18 +84,29 @@ def _affine(p: AugmentParams, h: int, w: int, ink: np.ndarray, paper: float) -> 
     return a
 
 
+def paper_level(ink: np.ndarray) -> float:
+    """The image's k-th lightest value, k = a fifth of its pixels, on the 1/255 grid of the decoded images
+    (words rarely cover more than four fifths of their image). A 256-bin histogram: `np.partition` is ten
+    times slower on images whose paper is many exact zeros, and this ran once per training image."""
+    counts = np.bincount((np.clip(ink, 0.0, 1.0) * 255 + 0.5).astype(np.uint8).ravel(), minlength=256)
+    return float(np.searchsorted(np.cumsum(counts), ink.size // 5 + 1)) / 255
+
+
+@lru_cache(maxsize=8)
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+
+
 def apply(ink: np.ndarray, p: AugmentParams) -> np.ndarray:
     h, w = ink.shape
-    # strong: what comes into the frame is paper (the lightest fifth of the pixels; words rarely cover more
-    # than four fifths of their image), not a blank border around a tilted sheet
-    k = ink.size // 5
-    paper = 0.0 if p.elastic is None else float(np.partition(ink.ravel(), k)[k])
+    # strong: what comes into the frame is paper, not a blank border around a tilted sheet
+    paper = 0.0 if p.elastic is None else paper_level(ink)
     out = cv2.warpAffine(ink, _affine(p, h, w, ink, paper), (w, h), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=paper)
     if p.elastic is not None:
         dx = cv2.resize(p.elastic[0].astype(np.float32) * h, (w, h), interpolation=cv2.INTER_CUBIC)
         dy = cv2.resize(p.elastic[1].astype(np.float32) * h, (w, h), interpolation=cv2.INTER_CUBIC)
-        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        gx, gy = _grid(h, w)
         out = cv2.remap(out, gx + dx, gy + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=paper)
         if p.pen < 0.3:
             out = cv2.dilate(out, np.ones((2, 2), np.uint8))
