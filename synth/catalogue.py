@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from synth.files import write_atomic
+from hwkit.errors import UserError
+from hwkit.files import write_atomic
 from synth.paths import DEFAULT_CATALOGUE, cache_dir
 
 KINDS = ("outline", "stroke")
@@ -35,7 +36,7 @@ class Split(str, Enum):
     held_out = "held-out"
 
 
-class CatalogueError(ValueError):
+class CatalogueError(UserError, ValueError):
     """The catalogue file is malformed; the one-line message names the file, the style and the problem."""
 
 

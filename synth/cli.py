@@ -6,10 +6,12 @@ from typing import Annotated
 
 import typer
 
+from hwkit.errors import OneLineErrors
+from hwkit.files import exit_on_sigterm
 from synth import __version__, cli_fonts, cli_lexicon, cli_render
-from synth.files import exit_on_sigterm
 
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Synthetic handwriting for cross-script word retrieval (English, Spanish, Simplified Chinese).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,

@@ -12,14 +12,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from synth.catalogue import Catalogue, CatalogueError, Split, load_catalogue, resolve_styles, set_checksums
+from hwkit.errors import OneLineErrors, fail
+from hwkit.progress import progress_bar
+from synth.catalogue import Catalogue, Split, load_catalogue, resolve_styles, set_checksums
 from synth.charsets import SCRIPT_LANGS, required_chars
 from synth.coverage import CoverageRow, coverage_row
-from synth.fetch import FetchError, install_styles, installed_coverage, pin_digest
-from synth.packages import PackageError
-from synth.progress import progress_bar
+from synth.fetch import install_styles, installed_coverage, pin_digest
 
-app = typer.Typer(help="The handwriting style catalogue: fonts and pen-stroke sources, split train / held-out.", no_args_is_help=True)
+app = typer.Typer(cls=OneLineErrors, help="The handwriting style catalogue: fonts and pen-stroke sources, split train / held-out.", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
 
@@ -47,16 +47,8 @@ KindArg = Annotated[Optional[KindOpt], typer.Option("--kind", help="Only outline
 JsonArg = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
 def _load(path: Path | None) -> Catalogue:
-    try:
-        return load_catalogue(path)
-    except CatalogueError as exc:
-        raise _fail(str(exc))
+    return load_catalogue(path)
 
 
 def _select(catalogue: Catalogue, split: SplitOpt, script: ScriptOpt | None, kind: KindOpt | None, ids: list[str] | None = None):
@@ -69,7 +61,7 @@ def _select(catalogue: Catalogue, split: SplitOpt, script: ScriptOpt | None, kin
     if ids:
         unknown = sorted(set(ids) - {s.id for s in catalogue.styles})
         if unknown:
-            raise _fail(f"unknown style(s) {', '.join(unknown)}; `synth fonts list` shows the catalogue")
+            raise fail(f"unknown style(s) {', '.join(unknown)}; `synth fonts list` shows the catalogue")
         styles = [s for s in styles if s.id in set(ids)]
     return styles
 
@@ -116,7 +108,7 @@ def fetch(
     chosen = _select(_load(catalogue), split, script, None, styles)
     unpinned = [s.id for s in chosen if not s.sha256]
     if unpinned:  # refuse before downloading anything
-        raise _fail(f"style {', '.join(unpinned)} has no sha256 in the catalogue; run `synth fonts pin` first")
+        raise fail(f"style {', '.join(unpinned)} has no sha256 in the catalogue; run `synth fonts pin` first")
     counts = {"cached": 0, "fetched": 0}
     with progress_bar(out, "styles") as bar:
         task = bar.add_task("fetching styles", total=len(chosen))
@@ -125,10 +117,7 @@ def fetch(
             counts[installed.status] += 1
             bar.update(task, advance=1, description=installed.style.id)
 
-        try:
-            install_styles(chosen, workers, done)
-        except (FetchError, PackageError) as exc:
-            raise _fail(str(exc))
+        install_styles(chosen, workers, done)
     out.print(f"{len(chosen)} styles ready in {chosen[0].cache_path.parent if chosen else '-'}: "
               f"{counts['fetched']} fetched, {counts['cached']} already installed", soft_wrap=True)
 
@@ -142,18 +131,12 @@ def probe_chars(style, covered: frozenset[str], n: int = 6) -> str:
 
 def _coverage_rows(catalogue: Catalogue, styles, lexicon_path: Path | None) -> tuple[list[CoverageRow], list[str]]:
     from synth.glyphs import probe_face
-    from synth.lexicon import LexiconError, load_lexicon
+    from synth.lexicon import load_lexicon
 
-    try:
-        lexicon = load_lexicon(lexicon_path)
-    except LexiconError as exc:
-        raise _fail(str(exc))
+    lexicon = load_lexicon(lexicon_path)
     rows, problems = [], []
     for style in styles:
-        try:
-            covered = installed_coverage(style)
-        except FetchError as exc:
-            raise _fail(str(exc))
+        covered = installed_coverage(style)
         problem = probe_face(style.kind, style.cache_path, probe_chars(style, covered))
         if problem:  # the stamp vouches for the file it described; this checks the file that is there
             problems.append(f"{style.id}: {style.cache_path} {problem}; delete it and run `synth fonts fetch`")
@@ -223,10 +206,7 @@ def pin(
     with progress_bar(out, "styles") as bar:
         task = bar.add_task("pinning", total=len(chosen))
         for style in chosen:
-            try:
-                digests[style.id] = pin_digest(style)
-            except (FetchError, PackageError) as exc:
-                raise _fail(str(exc))
+            digests[style.id] = pin_digest(style)
             bar.advance(task)
     changed = set_checksums(cat.path, digests)
     out.print(f"pinned {len(digests)} style(s), {changed} checksum(s) changed in {cat.path}", soft_wrap=True)

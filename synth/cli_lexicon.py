@@ -14,18 +14,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from synth.lexicon import LANGS, LexiconError, lexicon_stats, load_lexicon
+from hwkit.errors import OneLineErrors, fail
+from hwkit.progress import spinner
+from synth.lexicon import LANGS, lexicon_stats, load_lexicon
 from synth.paths import DEFAULT_LEXICON
-from synth.progress import spinner
 
-app = typer.Typer(help="The trilingual (en/es/zh) lexicon: build it from its sources, inspect it.", no_args_is_help=True)
+app = typer.Typer(cls=OneLineErrors, help="The trilingual (en/es/zh) lexicon: build it from its sources, inspect it.", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
 
 
 @app.command()
@@ -37,29 +33,28 @@ def build(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing lexicon that differs.")] = False,
 ) -> None:
     """Rebuild the lexicon from CC-CEDICT, FreeDict and wordfreq (needs the lexicon extra: pip install -e '.\\[lexicon]')."""
-    from synth.files import write_atomic
+    from hwkit.files import write_atomic
     from synth.lexicon_build import build_lexicon, build_report, load_config, render_lexicon
     from synth.lexicon_embed import UseEmbedder
     from synth.lexicon_overrides import load_overrides
     from synth.lexicon_sources import load_sources
-    from synth.packages import PackageError
 
     report = report or output.parent / "build_report.json"
     start = time.perf_counter()
+    cfg = load_config(config)
+    fixes = load_overrides(overrides)
     try:
-        cfg = load_config(config)
-        fixes = load_overrides(overrides)
         with spinner(err, "reading sources (FreeDict, CC-CEDICT, wordfreq)"):
             sources = load_sources()
         with spinner(err, "scoring candidates (USE-multilingual embeddings; ~1 min the first time)"):
             result = build_lexicon(sources, UseEmbedder(), cfg, fixes)
-        data = render_lexicon(result.triples)
-    except (LexiconError, ValueError, OSError, ModuleNotFoundError, PackageError) as exc:
-        _fail(str(exc).splitlines()[0])
+    except ModuleNotFoundError as exc:
+        raise fail(f"{exc}: the build needs the lexicon extra (pip install -e '.[lexicon]')")
+    data = render_lexicon(result.triples)
     report_data = (json.dumps(build_report(result, data), ensure_ascii=False, indent=2) + "\n").encode("utf-8")
     for path, new in ((output, data), (report, report_data)):  # check both before writing either
         if path.exists() and path.read_bytes() != new and not force:
-            _fail(f"{path}: exists and differs from the new build; pass --force to overwrite")
+            raise fail(f"{path}: exists and differs from the new build; pass --force to overwrite")
     unchanged = output.exists() and output.read_bytes() == data
     write_atomic(output, data)
     write_atomic(report, report_data)
@@ -81,10 +76,7 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
 ) -> None:
     """Counts, text lengths and character coverage of each language."""
-    try:
-        summary = lexicon_stats(load_lexicon(lexicon))
-    except LexiconError as exc:
-        _fail(str(exc))
+    summary = lexicon_stats(load_lexicon(lexicon))
     if as_json:
         print(json.dumps(summary, ensure_ascii=False, indent=2))
         return
@@ -120,17 +112,14 @@ def audit_sample(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing audit file (its verdicts are lost).")] = False,
 ) -> None:
     """Draw the audit sample: N entries chosen by a seeded random.Random, for a person to judge."""
-    from synth.files import write_atomic
+    from hwkit.files import write_atomic
     from synth.lexicon_build import AUDIT_SEED, draw_audit_sample, render_audit
 
     if output.is_dir():
-        _fail(f"{output} is a folder; --out takes a file name, e.g. {output / 'AUDIT.tsv'}")
+        raise fail(f"{output} is a folder; --out takes a file name, e.g. {output / 'AUDIT.tsv'}")
     if output.exists() and not force:
-        _fail(f"{output}: exists (it may hold verdicts); pass --force to overwrite")
-    try:
-        entries = draw_audit_sample(load_lexicon(lexicon), n, AUDIT_SEED if seed is None else seed)
-    except LexiconError as exc:
-        _fail(str(exc))
+        raise fail(f"{output}: exists (it may hold verdicts); pass --force to overwrite")
+    entries = draw_audit_sample(load_lexicon(lexicon), n, AUDIT_SEED if seed is None else seed)
     write_atomic(output, render_audit(entries))
     whole = f" (--n {n:,} is more than the lexicon's {len(entries):,} entries: all of them)" if len(entries) < n else ""
     err.print(f"{output}: {len(entries)} entries drawn with seed {AUDIT_SEED if seed is None else seed}{whole}")

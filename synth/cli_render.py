@@ -14,24 +14,21 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from synth.catalogue import CatalogueError
+from hwkit.errors import OneLineErrors, fail
+from hwkit.files import write_atomic
+from hwkit.progress import progress_bar
 from synth.cli_fonts import CatalogueOpt
 from synth.cli_fonts import SplitOpt as FontsOpt  # the same three font splits
 from synth.corpus import load_corpus
 from synth.dataset import Part, build_dataset, merge_parts
-from synth.fetch import FetchError
-from synth.files import write_atomic
-from synth.lexicon import LANGS, LexiconError
-from synth.manifest import DatasetError
-from synth.plan import PlanConfig, PlanError
-from synth.progress import progress_bar
-from synth.render_config import ConfigError, load_render_config
+from synth.lexicon import LANGS
+from synth.plan import PlanConfig
+from synth.render_config import load_render_config
 from synth.shards import ShardConfig
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(cls=OneLineErrors, no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
-_ERRORS = (PlanError, DatasetError, LexiconError, CatalogueError, FetchError, ConfigError)
 
 
 class LangOpt(str, Enum):
@@ -65,25 +62,15 @@ NumShardsOpt = Annotated[int | None, typer.Option("--num-shards", min=1, help="H
 
 def _part(index: int | None, count: int | None) -> Part | None:
     if (index is None) != (count is None):
-        raise _fail("give --shard-index and --num-shards together")
-    if index is None:
-        return None
-    try:
-        return Part(index, count)
-    except DatasetError as exc:
-        raise _fail(str(exc))
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True, markup=True)
-    return typer.Exit(1)
+        raise fail("give --shard-index and --num-shards together")
+    return None if index is None else Part(index, count)
 
 
 def _build(out_dir: Path, plan: PlanConfig, distort: str, config: Path | None, shard_config: ShardConfig,
            workers: int, overwrite: bool, command: str, lexicon: Path | None, catalogue: Path | None,
            part: Part | None, executor: ExecutorOpt, address: str | None) -> None:
     if address and executor is not ExecutorOpt.ray:
-        raise _fail("--address is for --executor ray")
+        raise fail("--address is for --executor ray")
     # A spinner while the plan is made and checked; the bar appears with the first rendered rows, so
     # input errors print as one line with nothing before it.
     status = out.status("planning: reading the lexicon, the catalogue and each style's coverage")
@@ -106,8 +93,6 @@ def _build(out_dir: Path, plan: PlanConfig, distort: str, config: Path | None, s
             catalogue_path=catalogue, workers=workers, overwrite=overwrite, command=command, progress=advance,
             part=part, executor=executor.value, address=address,
         )
-    except _ERRORS as exc:
-        raise _fail(str(exc).splitlines()[0])
     finally:
         status.stop()
         bar.stop()
@@ -145,13 +130,10 @@ def render(
     """
     part = _part(shard_index, num_shards)
     if per_style is not None and per_id is not None:
-        raise _fail("give --per-style or --per-id, not both")
+        raise fail("give --per-style or --per-id, not both")
     mode, samples = ("per_id", per_id) if per_id is not None else ("per_style", per_style or 1)
-    try:
-        plan = PlanConfig(langs=LANGS if lang is LangOpt.all else (lang.value,), fonts=fonts.value, ids=ids,
-                          mode=mode, samples=samples, seed=seed, rows_per_shard=rows_per_shard)
-    except PlanError as exc:
-        raise _fail(str(exc))
+    plan = PlanConfig(langs=LANGS if lang is LangOpt.all else (lang.value,), fonts=fonts.value, ids=ids,
+                      mode=mode, samples=samples, seed=seed, rows_per_shard=rows_per_shard)
     # The command as recorded in the manifest: every option that changes the bytes, none that does not
     # (--workers, --out, --overwrite, --executor, --address, the part), so 1 and N workers, a process pool
     # and a Ray cluster, one build and merged parts write the same manifest.
@@ -185,10 +167,7 @@ def corpus(
     With --shard-index I --num-shards N, only part I of N; `synth merge` joins the parts.
     """
     part = _part(shard_index, num_shards)
-    try:
-        preset = load_corpus(name)
-    except PlanError as exc:
-        raise _fail(str(exc))
+    preset = load_corpus(name)
     _build(out_dir, preset.plan, preset.distort, None, ShardConfig(), workers, overwrite,
            f"synth corpus {shlex.quote(name)}", lexicon, catalogue, part, executor, address)
 
@@ -204,11 +183,7 @@ def merge(
 ) -> None:
     """Join the parts built with --shard-index/--num-shards into one dataset, byte-identical to a single
     build. Every shard is checked against its recorded sha256; --out appears whole or not at all."""
-    try:
-        result = merge_parts(parts, out_dir, lexicon_path=lexicon, catalogue_path=catalogue, overwrite=overwrite,
-                             link=link)
-    except _ERRORS as exc:
-        raise _fail(str(exc).splitlines()[0])
+    result = merge_parts(parts, out_dir, lexicon_path=lexicon, catalogue_path=catalogue, overwrite=overwrite, link=link)
     out.print(f"merged {len(parts)} parts: {result.rows:,} rows in {result.shards} shards → {out_dir}",
               soft_wrap=True, highlight=False)
 
@@ -220,17 +195,14 @@ def verify(
     """Check a dataset against its manifest: schema, checksums, counts, sort order, every PNG."""
     from synth.verify import manifest_rows, verify_dataset
 
-    try:
-        total = manifest_rows(root)
-    except DatasetError as exc:
-        raise _fail(str(exc))
+    total = manifest_rows(root)
     with progress_bar(out, "img") as bar:
         task = bar.add_task("verifying", total=total or None)
         report = verify_dataset(root, lambda rows: bar.advance(task, rows))
     if not report.ok:
         for problem in report.problems:
             err.print(f"[red]problem:[/red] {problem}", highlight=False, soft_wrap=True)
-        raise _fail(f"{root}: {len(report.problems)} problem(s) found")
+        raise fail(f"{root}: {len(report.problems)} problem(s) found")
     out.print(f"ok: {report.shards} shards, {report.rows:,} rows verified in {root}", soft_wrap=True, highlight=False)
 
 
@@ -252,18 +224,16 @@ def preview(
     from synth.preview import SheetConfig, contact_sheet
 
     if sheet.is_dir():
-        raise _fail(f"{sheet} is a folder; --out takes a file name, e.g. {sheet / 'sheet.png'}")
+        raise fail(f"{sheet} is a folder; --out takes a file name, e.g. {sheet / 'sheet.png'}")
     if sheet.exists() and not force:
-        raise _fail(f"{sheet} exists; pass --force to replace it")
+        raise fail(f"{sheet} exists; pass --force to replace it")
     try:
         image = contact_sheet(root, SheetConfig(n=n, seed=seed, columns=columns), catalogue)
         png = io.BytesIO()
         image.save(png, format="PNG")  # PNG whatever the name's extension
         write_atomic(sheet, png.getvalue())
     except pa.ArrowException as exc:
-        raise _fail(f"{root}: a shard cannot be read ({str(exc).splitlines()[0]}); `synth verify {root}` names it")
-    except (*_ERRORS, OSError) as exc:
-        raise _fail(str(exc).splitlines()[0])
+        raise fail(f"{root}: a shard cannot be read ({str(exc).splitlines()[0]}); `synth verify {root}` names it")
     from synth.verify import manifest_rows
 
     rows = manifest_rows(root)

@@ -15,20 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing as mp
 import os
-import queue as queue_lib
 import shutil
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
+from hwkit.files import atomic_folder, replace_refusal, sha256_file, write_atomic
 from synth.card import dataset_card
 from synth.catalogue import load_catalogue
-from synth.files import atomic_folder, die_with_parent, replace_refusal, sha256_file, write_atomic
+from synth.executors import check_executor, render_jobs
 from synth.lexicon import load_lexicon
 from synth.manifest import (
     CARD,
@@ -48,14 +45,11 @@ from synth.manifest import (
 )
 from synth.plan import Plan, PlanConfig, ShardPlan, plan_tasks
 from synth.render_config import RenderConfig
-from synth.shards import ShardConfig, ShardRecord, sample_row, write_shard
-
-REPORT_EVERY = 100  # rows between progress reports from a worker: smooth bar, negligible queue traffic
+from synth.shards import ShardConfig, ShardRecord
 
 Progress = Callable[[int, int], None]  # (rows just rendered, rows this run renders); first call (0, total)
 
 
-EXECUTORS = ("local", "ray")
 PART_COMPLETE = "part-complete"  # a part's manifest status once all of its shards are written
 
 
@@ -110,23 +104,11 @@ def default_renderer() -> type:
     return Renderer
 
 
-def build_dataset(
-    out: Path,
-    plan_config: PlanConfig,
-    render_config: RenderConfig,
-    *,
-    shard_config: ShardConfig = ShardConfig(),
-    lexicon_path: Path | None = None,
-    catalogue_path: Path | None = None,
-    workers: int = 1,
-    overwrite: bool = False,
-    command: str = "",
-    renderer_cls: type | None = None,
-    progress: Progress | None = None,
-    part: Part | None = None,
-    executor: str = "local",
-    address: str | None = None,
-) -> BuildResult:
+def build_dataset(out: Path, plan_config: PlanConfig, render_config: RenderConfig, *,
+                  shard_config: ShardConfig = ShardConfig(), lexicon_path: Path | None = None,
+                  catalogue_path: Path | None = None, workers: int = 1, overwrite: bool = False, command: str = "",
+                  renderer_cls: type | None = None, progress: Progress | None = None, part: Part | None = None,
+                  executor: str = "local", address: str | None = None) -> BuildResult:
     """Render the dataset `plan_config` describes into `out` (resuming it if it is the same dataset), or
     only `part` of it: every part's folder records the whole plan, its own shards, and the part.
     `executor` "local" renders in a process pool of `workers`; "ray" on a Ray cluster (`address`, or a local
@@ -143,20 +125,12 @@ def build_dataset(
     plan = plan_tasks(plan_config, lexicon, catalogue)
     shards = plan.shards()
     config = json_ready({
-        "plan": plan_config.to_dict(),
-        "render": render_config.to_dict(),
-        "render_fingerprint": render_config.fingerprint(),
-        "shards": shard_config.to_dict(),
+        "plan": plan_config.to_dict(), "render": render_config.to_dict(),
+        "render_fingerprint": render_config.fingerprint(), "shards": shard_config.to_dict(),
         "renderer": f"{renderer_cls.__module__}.{renderer_cls.__qualname__}",
     })
     renderer_cls(render_config)  # cheap by contract; a bad config fails here, not in a worker
-    if executor not in EXECUTORS:
-        raise DatasetError(f"unknown executor {executor!r}; expected one of {', '.join(EXECUTORS)}")
-    if executor == "ray":
-        from synth.ray_executor import require_ray
-
-        require_ray(address)
-
+    check_executor(executor, address)
     planned = make_manifest(plan, shards, config, command, lexicon, catalogue)
     if part is not None:
         planned["part"] = part.to_dict()
@@ -167,18 +141,7 @@ def build_dataset(
 
     existed = out.exists()
     recorded = _claim_output(out, planned, overwrite)
-    try:
-        (out / DATA).mkdir(parents=True, exist_ok=True)
-        sweep_temp(out)
-    except OSError as exc:
-        raise DatasetError(f"cannot write to {out}: {exc.strerror or exc}") from None
-
-    done = {}
-    for shard in shards:  # a shard counts as present only if its bytes match the recorded sha256
-        record = recorded.get(shard.name)
-        path = out / shard.name
-        if record and path.is_file() and sha256_file(path) == record.sha256:
-            done[shard.name] = record
+    done = _present(out, shards, recorded)
     try:
         write_json(out / MANIFEST, manifest(done))  # the plan record, before any shard
     except OSError as exc:
@@ -196,22 +159,10 @@ def build_dataset(
     render_started = time.perf_counter()
     report = (lambda n: progress(n, to_render)) if progress else (lambda n: None)
     try:
-        if executor == "ray" and jobs:
-            from synth.ray_executor import render_with_ray
-
-            try:
-                render_with_ray(jobs, out, renderer_cls, render_config, shard_config, workers, address, landed, report)
-            finally:
-                sweep_temp(out)
-        else:
-            _render(jobs, out, renderer_cls, render_config, shard_config, workers, landed, report)
+        render_jobs(executor, jobs, out, renderer_cls, render_config, shard_config, workers, address, landed, report)
     except BaseException:
         if not recorded and not done:  # a new build that landed nothing: leave no half-made folder behind
-            for made in (out / MANIFEST, out / DATA):
-                shutil.rmtree(made) if made.is_dir() else made.unlink(missing_ok=True)
-            if not existed:
-                with contextlib.suppress(OSError):  # something else landed in it meanwhile: keep it
-                    out.rmdir()
+            _remove_new_build(out, existed)
         raise
     render_seconds = time.perf_counter() - render_started
 
@@ -227,6 +178,30 @@ def build_dataset(
         reused_shards=len(shards) - len(jobs), skipped_pairs=plan.skipped_pairs,
         seconds=time.perf_counter() - started, render_seconds=render_seconds,
     )
+
+
+def _present(out: Path, shards: list[ShardPlan], recorded: dict[str, ShardRecord]) -> dict[str, ShardRecord]:
+    """Make `out`/data and return the shards already there: present only if their bytes match the record."""
+    try:
+        (out / DATA).mkdir(parents=True, exist_ok=True)
+        sweep_temp(out)
+    except OSError as exc:
+        raise DatasetError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    done = {}
+    for shard in shards:
+        record = recorded.get(shard.name)
+        path = out / shard.name
+        if record and path.is_file() and sha256_file(path) == record.sha256:
+            done[shard.name] = record
+    return done
+
+
+def _remove_new_build(out: Path, existed: bool) -> None:
+    for made in (out / MANIFEST, out / DATA):
+        shutil.rmtree(made) if made.is_dir() else made.unlink(missing_ok=True)
+    if not existed:
+        with contextlib.suppress(OSError):  # something else landed in it meanwhile: keep it
+            out.rmdir()
 
 
 def _record(entry: dict) -> ShardRecord:
@@ -337,102 +312,3 @@ def merge_parts(parts: list[Path], out: Path, *, lexicon_path: Path | None = Non
     return BuildResult(out=out, rows=final["counts"]["rows"], shards=len(records), rendered_rows=0,
                        reused_shards=len(records), skipped_pairs=final["skipped"]["pairs"],
                        seconds=time.perf_counter() - started, render_seconds=0.0)
-
-
-# --- rendering: the same shard function in-process (1 worker) and in each pool worker -----------------
-
-_WORKER: dict = {}  # per-process state, set by _init_worker
-
-
-def _init_worker(renderer_cls: type, render_config: RenderConfig, shard_config: ShardConfig, out: str, report,
-                 parent: int) -> None:
-    die_with_parent(parent)
-    _WORKER.update(renderer=renderer_cls(render_config), shard_config=shard_config, out=Path(out), report=report)
-
-
-def _report_to_queue(n: int) -> None:
-    _WORKER["report"].put(n)
-
-
-def _worker_shard(shard: ShardPlan) -> ShardRecord:
-    return render_shard(shard, _WORKER["renderer"], _WORKER["shard_config"], _WORKER["out"], _report_to_queue)
-
-
-def render_shard(shard: ShardPlan, renderer, shard_config: ShardConfig, out: Path, report: Callable[[int], None]) -> ShardRecord:
-    """Render every task of one shard and write it; `report(n)` is called every REPORT_EVERY rows."""
-    rows = []
-    for i, task in enumerate(shard.tasks, start=1):
-        try:
-            image, params = renderer.render(task)
-        except Exception as exc:  # name the style and its file: a damaged font is the usual cause
-            raise DatasetError(f"rendering {shard.name} failed on {task.text!r} in style {task.style.id} "
-                               f"({task.style.cache_path}): {type(exc).__name__}: {exc}; "
-                               "`synth fonts check` tests every installed file") from exc
-        rows.append(sample_row(
-            image, params, semantic_id=task.semantic_id, lang=task.lang, text=task.text, style=task.style.id,
-            style_kind=task.style.kind, split=task.style.split.value, seed=task.seed,
-            png_level=shard_config.png_compression,
-        ))
-        if i % REPORT_EVERY == 0:
-            report(REPORT_EVERY)
-    record = write_shard(out, shard.name, rows, shard_config)
-    if len(rows) % REPORT_EVERY:
-        report(len(rows) % REPORT_EVERY)
-    return record
-
-
-def _render(jobs: list[ShardPlan], out: Path, renderer_cls: type, render_config: RenderConfig,
-            shard_config: ShardConfig, workers: int, landed: Callable[[ShardRecord], None],
-            report: Callable[[int], None]) -> None:
-    if not jobs:
-        return
-    if workers <= 1 or len(jobs) == 1:
-        renderer = renderer_cls(render_config)
-        for shard in jobs:
-            try:
-                record = render_shard(shard, renderer, shard_config, out, report)
-            except DatasetError:
-                raise
-            except Exception as exc:
-                raise DatasetError(f"rendering {shard.name} failed: {type(exc).__name__}: {exc}") from exc
-            landed(record)
-        return
-    # spawn, not fork: the CLI's progress bar runs a thread, and forking a threaded process can deadlock.
-    ctx = mp.get_context("spawn")
-    reports = ctx.Queue()
-    pool = ProcessPoolExecutor(
-        max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
-        initargs=(renderer_cls, render_config, shard_config, str(out), reports, os.getpid()),
-    )
-    pending = {pool.submit(_worker_shard, shard): shard for shard in jobs}
-    try:
-        while pending:
-            finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            _drain(reports, report)
-            for future in finished:
-                shard = pending.pop(future)
-                try:
-                    landed(future.result())
-                except BrokenProcessPool:
-                    raise DatasetError(
-                        f"a worker process died while rendering {shard.name}; finished shards are kept — "
-                        f"re-run the same command to resume"
-                    ) from None
-                except DatasetError:
-                    raise
-                except Exception as exc:
-                    raise DatasetError(f"rendering {shard.name} failed: {type(exc).__name__}: {exc}") from exc
-        _drain(reports, report)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        reports.close()
-        sweep_temp(out)  # a killed worker leaves its half-written temporary behind
-
-
-def _drain(reports, report: Callable[[int], None]) -> None:
-    while True:
-        try:
-            n = reports.get_nowait()
-        except queue_lib.Empty:
-            return
-        report(n)

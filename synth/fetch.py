@@ -20,9 +20,10 @@ from pathlib import Path
 from fontTools.merge import Merger
 from fontTools.ttLib import TTFont
 
+from hwkit.errors import UserError
+from hwkit.files import sha256_file, write_atomic
 from synth.catalogue import Style, source_digest
 from synth.coverage import outline_coverage, stroke_coverage
-from synth.files import sha256_file, write_atomic
 from synth.packages import debian_package, npm_package
 from synth.strokes import StrokeFormatError, read_hanzi_writer, read_svg_font
 
@@ -34,7 +35,7 @@ _DROP_BEFORE_MERGE = ("GSUB", "GPOS", "GDEF", "STAT", "vhea", "vmtx", "VORG", "B
 logging.getLogger("fontTools").setLevel(logging.ERROR)
 
 
-class FetchError(RuntimeError):
+class FetchError(UserError, RuntimeError):
     """A style could not be installed; the message names the style and the fix."""
 
 

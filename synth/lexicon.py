@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hwkit.errors import UserError
 from synth.charsets import gb2312_level1
 from synth.paths import DEFAULT_LEXICON
 
@@ -22,7 +23,7 @@ HEADER = ("semantic_id", *LANGS)
 _ID = re.compile(r"0|[1-9][0-9]*")
 
 
-class LexiconError(ValueError):
+class LexiconError(UserError, ValueError):
     """A lexicon file is missing or malformed; the message is one line, `{path}:{line}: {problem}`.
 
     Line numbers are 1-based file lines; 0 means the problem concerns the file as a whole (it is missing).

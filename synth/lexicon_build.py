@@ -17,8 +17,9 @@ import random
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from hwkit.errors import UserError
+from hwkit.files import read_yaml
 from synth.charsets import gb2312_level1
-from synth.files import read_yaml
 from synth.lexicon import LANGS, Entry, Lexicon, LexiconError, parse_lexicon
 from synth.lexicon_candidates import EN_WORD, ES_WORD, Candidate, chinese_candidates, spanish_candidates, zipf
 from synth.lexicon_embed import Embedder, SimilarityTable
@@ -26,6 +27,10 @@ from synth.lexicon_overrides import Overrides
 from synth.lexicon_sources import Sources
 
 AUDIT_SEED = 1460  # the paper's ID count; any fixed value would do, this one is easy to remember
+
+
+class BuildError(UserError, ValueError):
+    """A build config or override the builder cannot follow."""
 
 
 @dataclass
@@ -134,7 +139,7 @@ def build_lexicon(sources: Sources, embedder: Embedder, config: BuildConfig, ove
     final = sorted(kept, key=lambda t: (-t.en_zipf, t.en))
     _stage(stages, "final", len(final), f"at most {config.target_size}, ordered by English frequency")
     if len(final) < config.min_size:
-        raise ValueError(f"lexicon build kept {len(final)} entries, fewer than min_size {config.min_size}; loosen the config")
+        raise BuildError(f"lexicon build kept {len(final)} entries, fewer than min_size {config.min_size}; loosen the config")
     report = {
         "sources": dict(sources.versions),
         "similarity_model": getattr(embedder, "name", type(embedder).__name__),
@@ -148,13 +153,13 @@ def build_lexicon(sources: Sources, embedder: Embedder, config: BuildConfig, ove
 def _check_forced(pivot: str, force: dict[str, str], charset: frozenset[str] | None) -> None:
     """A forced text skips the filters, so it must at least obey the lexicon's own character rules."""
     if "es" in force and not ES_WORD.fullmatch(force["es"]):
-        raise ValueError(f"overrides force.{pivot}: es {force['es']!r} is not one lowercase Spanish word")
+        raise BuildError(f"overrides force.{pivot}: es {force['es']!r} is not one lowercase Spanish word")
     if "zh" in force:
         zh = force["zh"]
         if not all("\u4e00" <= ch <= "\u9fff" for ch in zh):
-            raise ValueError(f"overrides force.{pivot}: zh {zh!r} is not all Chinese characters")
+            raise BuildError(f"overrides force.{pivot}: zh {zh!r} is not all Chinese characters")
         if charset is not None and (outside := "".join(ch for ch in zh if ch not in charset)):
-            raise ValueError(f"overrides force.{pivot}: zh {zh!r} has {outside} outside GB 2312 level 1")
+            raise BuildError(f"overrides force.{pivot}: zh {zh!r} has {outside} outside GB 2312 level 1")
 
 
 def _without(cands: dict[str, list[Candidate]], pivots: set[str], blocked: frozenset[str], reject: dict, lang: str) -> dict[str, list[Candidate]]:
@@ -272,9 +277,9 @@ def load_config(path: Path | None) -> BuildConfig:
     """BuildConfig from a YAML mapping of field -> value (None: the defaults); unknown keys are errors."""
     if path is None:
         return BuildConfig()
-    doc = read_yaml(path, ValueError, f"--config {path}")
+    doc = read_yaml(path, BuildError, f"--config {path}")
     known = {f.name: f for f in fields(BuildConfig)}
     if not isinstance(doc, dict) or set(doc) - set(known):
         unknown = sorted(set(doc) - set(known)) if isinstance(doc, dict) else ["(not a mapping)"]
-        raise ValueError(f"{path}: unknown build config key(s) {', '.join(map(str, unknown))}; known: {', '.join(known)}")
+        raise BuildError(f"{path}: unknown build config key(s) {', '.join(map(str, unknown))}; known: {', '.join(known)}")
     return BuildConfig(**doc)

@@ -15,9 +15,10 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from hwkit.errors import UserError
+from hwkit.files import write_atomic
 from synth import __version__
 from synth.catalogue import Catalogue
-from synth.files import write_atomic
 from synth.lexicon import Lexicon
 from synth.plan import SERIES, Plan, ShardPlan
 from synth.shards import ShardRecord, is_temp_name
@@ -30,7 +31,7 @@ DATA = "data"
 _SHARD_NAME = re.compile(rf"^({'|'.join(SERIES.values())})-\d{{5}}-of-\d{{5}}\.parquet$")
 
 
-class DatasetError(RuntimeError):
+class DatasetError(UserError, RuntimeError):
     """The dataset cannot be built, resumed or replaced as asked; the message is one line."""
 
 

@@ -14,10 +14,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from hwkit.errors import UserError
 from synth.paths import cache_dir
 
 
-class PackageError(RuntimeError):
+class PackageError(UserError, RuntimeError):
     """A package could not be fetched or unpacked; the message says which and what to do."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from hwkit.errors import UserError
 from synth.catalogue import Catalogue, CatalogueError, Split, Style, resolve_styles
 from synth.charsets import SCRIPT_LANGS
 from synth.coverage import can_render
@@ -31,7 +32,7 @@ _SCRIPT_OF = {lang: script for script, langs in SCRIPT_LANGS.items() for lang in
 _UINT64 = 1 << 64
 
 
-class PlanError(ValueError):
+class PlanError(UserError, ValueError):
     """The plan cannot be made (bad option, IDs out of range, nothing renderable); one line."""
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from synth.files import read_yaml
+from hwkit.errors import UserError
+from hwkit.files import read_yaml
 
 PRESET_DIR = Path(__file__).parent / "configs" / "distort"
 
@@ -39,7 +40,7 @@ EFFECTS = (
 MAX_CANVAS = (512, 2048)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A render config is invalid; the one-line message names the source, the field and the fix."""
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synth.files import sha256_file, temp_name
+from hwkit.files import sha256_file, temp_name
 from synth.schema import HEIGHT, IMAGE, LANG, PARAMS, SCHEMA, SEED, SEMANTIC_ID, SPLIT, STYLE, STYLE_KIND, TEXT, WIDTH
 
 # Short repeated strings: dictionary-encode them; PNG bytes and JSON params gain nothing from it.

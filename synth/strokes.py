@@ -18,6 +18,8 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from hwkit.errors import UserError
+
 Point = list[float]
 Polyline = list[Point]
 
@@ -26,7 +28,7 @@ _ARITY = {"M": 2, "L": 2, "C": 6, "Q": 4}  # numbers per segment
 _CURVE_STEPS = 8  # a glyph-sized curve flattened into 8 chords is smooth at word-image scale
 
 
-class StrokeFormatError(ValueError):
+class StrokeFormatError(UserError, ValueError):
     """A stroke source could not be read; the message names the file and the glyph."""
 
 

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 
-from synth.files import sha256_file
+from hwkit.files import sha256_file
 from synth.manifest import DATA, MANIFEST, SIZES, DatasetError, read_manifest, sizes
 from synth.plan import SPLIT_OF_SERIES
 from synth.schema import HEIGHT, IMAGE, SCHEMA, SEMANTIC_ID, SPLIT, WIDTH, schema_differences

@@ -11,7 +11,7 @@ def report(within: dict[str, float], cross: float) -> dict:
 def test_figures_and_targets():
     ood = report({"en": 0.9, "es": 0.6, "zh": 0.3, "all": 0.6}, 0.54)
     in_domain = report({"en": 1.0, "es": 0.9, "zh": 0.8, "all": 0.9}, 0.85)
-    values = figures("full", ood, in_domain, 30 * 60)
+    values = figures(ood, in_domain, 30 * 60)
     assert values["cross_ratio"] == 0.54 / 0.6 and values["in_domain"] == 0.9 and values["train_minutes"] == 30
     rows = {line.split()[0]: line for line in table("full", values).splitlines()[2:]}
     assert rows["ood_en"].endswith("yes") and rows["ood_es"].endswith("NO")  # 0.6 < 0.80

@@ -130,13 +130,12 @@ def test_preview_needs_a_chinese_label_font(world, tmp_path):
 
 def test_a_damaged_font_is_caught_by_check_and_named_by_render(tmp_path, monkeypatch):
     """A font file damaged after its install, its stamp rewritten to match: the stamp alone would vouch for it."""
+    from hwkit.files import sha256_file
     from synth.catalogue import load_catalogue
     from synth.cli_fonts import app as fonts_app
     from synth.fetch import stamp_path
-    from synth.files import sha256_file
-    from tests.dataset_fixtures import make_world
-
     from synth.recipe import Renderer
+    from tests.dataset_fixtures import make_world
 
     w = make_world(tmp_path, monkeypatch)
     monkeypatch.setattr(synth.dataset, "default_renderer", lambda: Renderer)  # the real one, not the module's double

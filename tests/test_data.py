@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from synth.lexicon import load_lexicon
-from train.augment import LEVELS, augment, draw, paper_level
 from tests.train_fixtures import write_lexicon, write_shards
+from train.augment import LEVELS, augment, draw, paper_level
 from train.data import (
     BatchDataset,
     DataError,

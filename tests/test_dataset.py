@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from hwkit.files import sha256_file
 from synth.catalogue import load_catalogue
 from synth.dataset import build_dataset
 from synth.fetch import FetchError
-from synth.files import sha256_file
 from synth.lexicon import LexiconError
 from synth.manifest import DatasetError
 from synth.plan import PlanConfig, PlanError

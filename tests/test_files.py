@@ -1,4 +1,4 @@
-"""synth.files: a SIGTERM'd command leaves no temporary folder behind, and report files a user made are
+"""hwkit.files: a SIGTERM'd command leaves no temporary folder behind, and report files a user made are
 never replaced."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from synth import files
+from hwkit import files
+from hwkit.files import is_json_with, read_yaml, report_refusal
 from synth.cli import app as synth_app
-from synth.files import is_json_with, read_yaml, report_refusal
 
 SCRIPT = """
 import sys, time
 from pathlib import Path
-from synth.files import atomic_folder, exit_on_sigterm
+from hwkit.files import atomic_folder, exit_on_sigterm
 exit_on_sigterm()
 with atomic_folder(Path(sys.argv[1]) / "out", overwrite=False) as tmp:
     (tmp / "half.bin").write_bytes(b"x" * 1000)
@@ -76,7 +76,7 @@ def test_read_yaml_names_the_file_and_the_problem(tmp_path):
 ORPHAN = """
 import multiprocessing as mp, os, sys, time
 from pathlib import Path
-from synth.files import die_with_parent
+from hwkit.files import die_with_parent
 
 def worker(parent, ready):
     die_with_parent(parent)

@@ -263,7 +263,7 @@ def test_folder_import_from_csv(tmp_path, lexicon):
 
 def test_atomic_folder_leaves_nothing_on_error_and_never_clobbers_a_newcomer(tmp_path):
     """The shared writer behind `train import`, `train index` and `train export`."""
-    from synth.files import atomic_folder
+    from hwkit.files import atomic_folder
 
     out = tmp_path / "out"
     with pytest.raises(RuntimeError), atomic_folder(out, overwrite=False) as tmp:

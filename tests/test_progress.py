@@ -1,4 +1,4 @@
-"""synth.progress: on a terminal a live bar; in a log (CI, a pipe) plain lines a reader can follow."""
+"""hwkit.progress: on a terminal a live bar; in a log (CI, a pipe) plain lines a reader can follow."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 from rich.progress import Progress
 
-from synth.progress import LineProgress, progress_bar, spinner
+from hwkit.progress import LineProgress, progress_bar, spinner
 
 
 def test_a_log_gets_lines_and_a_terminal_gets_the_live_bar():

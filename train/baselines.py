@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from hwkit.errors import UserError
 from synth.lexicon import Lexicon
 from train.data import ShardSet
 from train.evaluate import LANG_ORDER, retrieval_scores
@@ -40,7 +41,7 @@ TESSERACT_LANGS = {"en": "eng", "es": "spa", "zh": "chi_sim"}
 TESSERACT_PSM = {"en": "8", "es": "8", "zh": "7"}
 
 
-class BaselineError(RuntimeError):
+class BaselineError(UserError, RuntimeError):
     """A baseline cannot run (engine missing, bad output); the message says how to fix it."""
 
 

@@ -30,7 +30,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from synth.files import sha256_file, write_atomic
+from hwkit.errors import UserError
+from hwkit.files import sha256_file, write_atomic
 
 FORMAT = "train-checkpoint/1"
 CHECKPOINTS = "checkpoints"
@@ -40,7 +41,7 @@ FINAL = "model.safetensors"
 FINAL_INFO = "model.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint or run folder that cannot be used, with the path and the fix named."""
 
 

@@ -28,10 +28,12 @@ from typing import Any
 
 import yaml
 
+from hwkit.errors import UserError
+
 STAGES = ("pretrain", "finetune")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A preset or override that cannot be used, with the offending key named."""
 
 
@@ -60,9 +62,9 @@ class ImageTowerConfig:
 
     def __post_init__(self) -> None:
         if self.width_mult != 1.0:
-            raise ValueError("ImageTowerConfig.width_mult is fixed at 1.0 (the parameter budget assumes it)")
+            raise ConfigError("ImageTowerConfig.width_mult is fixed at 1.0 (the parameter budget assumes it)")
         if not 0 <= self.keep_width <= STRIDE2_STAGES:
-            raise ValueError(f"keep_width must be in 0..{STRIDE2_STAGES}, got {self.keep_width}")
+            raise ConfigError(f"keep_width must be in 0..{STRIDE2_STAGES}, got {self.keep_width}")
 
 
 @dataclass

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from hwkit.errors import UserError
 from synth.lexicon import Lexicon
 from synth.manifest import DATA, DatasetError, read_manifest
 from synth.schema import IMAGE, LANG, SEMANTIC_ID, TEXT
@@ -46,7 +47,7 @@ from train.images import decode
 REQUIRED = {IMAGE: "struct<bytes: binary, path: string>", SEMANTIC_ID: "int32", LANG: "string", TEXT: "string"}
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Shards that cannot be read for training, with the file and the fix named."""
 
 

@@ -28,6 +28,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from hwkit.errors import UserError
+
 # The per-row outputs of DualEncoder.forward (and the trainer's extras) that are gathered across ranks.
 ROW_KEYS = ("image_embeds", "text_embeds", "semantic_ids", "rows")
 
@@ -105,23 +107,27 @@ class Dist:
             dist.destroy_process_group()
 
 
+class DeviceError(UserError, ValueError):
+    """A device this machine or torch build cannot give."""
+
+
 def resolve_device(name: str | None) -> torch.device:
-    """The device `name` names (default: cuda when available, else cpu), checked: a ValueError naming the
+    """The device `name` names (default: cuda when available, else cpu), checked: a DeviceError naming the
     fix for a name torch does not know, or a CUDA device this machine or torch build does not have."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+        raise DeviceError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ValueError(f"--device {name}: no CUDA device here (or a CPU build of torch); use --device cpu")
+            raise DeviceError(f"--device {name}: no CUDA device here (or a CPU build of torch); use --device cpu")
         if device.index is not None and device.index >= count:
-            raise ValueError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+            raise DeviceError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
     elif device.type != "cpu":
-        raise ValueError(f"--device {name!r}: only cpu and cuda devices are supported")
+        raise DeviceError(f"--device {name!r}: only cpu and cuda devices are supported")
     return device
 
 

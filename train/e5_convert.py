@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.files import files_besides, sha256_file
+from hwkit.errors import UserError
+from hwkit.files import files_besides, sha256_file
 from synth.paths import cache_dir
 from train.e5_tokenizer import MAX_LENGTH, ReferenceTokenizer, Vocab, write_tokenizer
 
@@ -56,7 +57,7 @@ QK = 32  # weights per Q4_0 block
 Q4_BLOCK = np.dtype([("scale", "<f2"), ("nibbles", "u1", QK // 2)])  # 18 bytes
 
 
-class ConversionError(RuntimeError):
+class ConversionError(UserError, RuntimeError):
     """The conversion could not be done or did not verify; the message is one line."""
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.files import sha256_file
+from hwkit.errors import UserError
+from hwkit.files import sha256_file
 from train.images import ImageError, decode
 
 FORMAT = "train-export/1"
@@ -20,7 +21,7 @@ LANGS = ("en", "es", "zh")
 BATCH = 32
 
 
-class EdgeError(ValueError):
+class EdgeError(UserError, ValueError):
     """An export folder or a query that cannot be used; the message names the file and the fix."""
 
 

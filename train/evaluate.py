@@ -21,7 +21,7 @@ from synth.lexicon import Lexicon
 from synth.manifest import config_differences
 from train.checkpoint import CONFIG, FINAL_INFO, CheckpointError, model_weights, read_run_config
 from train.config import config_from_dict, workers_refusal
-from train.data import ShardStream, find_shards
+from train.data import DataError, ShardStream, find_shards
 from train.distributed import resolve_device
 from train.metrics import accuracy_at_k, mrr, normalise, normalized_edit_similarity, radius_distance_ratio, ranks
 from train.model import DualEncoder
@@ -85,7 +85,7 @@ def embed_images(model: DualEncoder, roots: Sequence[Path], batch_size: int | No
     streamed from the shards, `batch_size` images per pass (default: `default_batch_size`)."""
     refusal = workers_refusal(workers)
     if refusal:
-        raise ValueError(f"--workers: {refusal}")
+        raise DataError(f"--workers: {refusal}")
     shards = [p for root in roots for p in find_shards(Path(root))]
     c = model.config.image
     device = next(model.parameters()).device
@@ -103,7 +103,7 @@ def embed_images(model: DualEncoder, roots: Sequence[Path], batch_size: int | No
         if progress:
             progress(len(sids[-1]))
     if not embeds:
-        raise ValueError(f"no images in {', '.join(map(str, roots))}" + (f" for languages {', '.join(langs)}" if langs else ""))
+        raise DataError(f"no images in {', '.join(map(str, roots))}" + (f" for languages {', '.join(langs)}" if langs else ""))
     return {"embeds": np.concatenate(embeds), "semantic_ids": np.concatenate(sids), "langs": np.concatenate(tags),
             "texts": texts, "shards": shard_of, "rows": np.concatenate(rows)}
 
@@ -128,7 +128,7 @@ def evaluate(model: DualEncoder, roots: Sequence[Path], lexicon: Lexicon, *, cro
     images = embed_images(model, roots, batch_size, workers, progress=progress)
     emb, sids, langs = images["embeds"], images["semantic_ids"], images["langs"]
     if sids.max() >= len(lexicon):
-        raise ValueError(f"semantic ID {int(sids.max())} is not in the lexicon ({len(lexicon)} entries); "
+        raise DataError(f"semantic ID {int(sids.max())} is not in the lexicon ({len(lexicon)} entries); "
                          "pass the lexicon the shards were rendered from with --lexicon")
     gallery_ids = np.arange(len(lexicon)) if whole_lexicon else np.unique(sids)
     present = [lang for lang in LANG_ORDER if (langs == lang).any()]

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synth.files import atomic_folder, files_besides, replace_refusal, sha256_file
+from hwkit.errors import UserError
+from hwkit.files import atomic_folder, files_besides, replace_refusal, sha256_file
 from synth.lexicon import LANGS, Lexicon
 from train.edge import FORMAT, onnx_session, read_manifest
 from train.evaluate import embed_texts
@@ -43,7 +44,7 @@ OPSET = 17
 PARITY = 0.999  # least cosine between ONNX fp32 and PyTorch embeddings of the same image
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The export cannot be made or does not match the model; the message names the cause."""
 
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from hwkit.errors import UserError
 
-class ImageError(ValueError):
+
+class ImageError(UserError, ValueError):
     """Bytes that do not decode to an image."""
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hwkit.errors import UserError
 from train.config import ModelConfig
 from train.image_tower import ImageTower
 from train.losses import LogitScale
@@ -21,6 +22,10 @@ def resolve_text_encoder(model_path: str) -> Path:
     from train.e5_convert import default_encoder_dir
 
     return default_encoder_dir()
+
+
+class WeightsError(UserError, ValueError):
+    """Saved weights that do not fit the model their config describes."""
 
 
 class DualEncoder(nn.Module):
@@ -62,10 +67,10 @@ class DualEncoder(nn.Module):
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - set(self.state_dict()))
         if missing or unexpected:
             what = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-            raise ValueError(f"{where}: weights do not fit this model ({what}; "
+            raise WeightsError(f"{where}: weights do not fit this model ({what}; "
                              f"{len(missing)} missing, {len(unexpected)} unexpected): was it trained with another config?")
         try:
             self.load_state_dict(state, strict=False)
             self.text.cache.clear()
         except RuntimeError as exc:
-            raise ValueError(f"{where}: weights do not fit this model ({str(exc).splitlines()[-1].strip()})") from None
+            raise WeightsError(f"{where}: weights do not fit this model ({str(exc).splitlines()[-1].strip()})") from None

@@ -28,10 +28,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from hwkit.errors import UserError
+from hwkit.files import atomic_folder, files_besides, replace_refusal
 from synth import __version__
-from synth.files import atomic_folder, files_besides, replace_refusal
-from synth.lexicon import LANGS, Lexicon
 from synth.card import imported_card
+from synth.lexicon import LANGS, Lexicon
 from synth.manifest import CARD, DATA, FORMAT, MANIFEST, SIZES, DatasetError, read_manifest, sizes, write_json
 from synth.schema import SEMANTIC_ID
 from synth.shards import ShardConfig, sample_row, write_shard
@@ -43,7 +44,7 @@ UNMAPPED = "unmapped.tsv"
 CASE_FOLDED = ("en", "es")  # Latin-script languages: "The" finds "the"; accents must still match
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """A source dataset cannot be imported; the message names the file (and line or offset) and the fix."""
 
 

@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from synth.files import atomic_folder, files_besides, replace_refusal
+from hwkit.errors import UserError
+from hwkit.files import atomic_folder, files_besides, replace_refusal
 from synth.lexicon import LANGS, Lexicon
 from train.evaluate import embed_images, embed_texts
 from train.images import ImageError, decode
@@ -33,7 +34,7 @@ FORMAT = "train-index/1"
 META, EMBEDDINGS, ROWS = "index.json", "embeddings.npy", "rows.parquet"
 
 
-class SearchError(ValueError):
+class SearchError(UserError, ValueError):
     """A search or an index cannot be made as asked; the message names the thing and the fix."""
 
 

@@ -20,11 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwkit.errors import UserError
+
 # Largest max |Δ| between cached and full-model mean-pooled states still taken as "the same function".
 CHECK_TOLERANCE = 1e-4
 
 
-class TextEncoderError(ValueError):
+class TextEncoderError(UserError, ValueError):
     """A text encoder folder that cannot be used (not a model, unloadable, or an unknown layout)."""
 
 

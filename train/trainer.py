@@ -25,7 +25,8 @@ from typing import Self
 import numpy as np
 import torch
 
-from synth.files import sha256_file, write_atomic
+from hwkit.errors import UserError
+from hwkit.files import sha256_file, write_atomic
 from synth.lexicon import Lexicon
 from synth.manifest import config_differences, read_manifest
 from train.checkpoint import (
@@ -56,7 +57,7 @@ CURVES = "curves.png"
 VAL_BN_BATCHES = 8  # training batches re-estimating BN statistics for each validation (train.validate)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """Training cannot start or go on; the message names the cause and the fix."""
 
 

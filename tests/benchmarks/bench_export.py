@@ -192,7 +192,7 @@ def int8_accuracy(folder: Path, data: list[Path], cores: int, images: np.ndarray
     """Acc@1 per language of the int8 graph of the export in `folder` on the `data` shards; with `images`,
     quantised again first (`quantize_int8` with `options`). The manifest takes the file's new digest,
     since the re-quantised file is this benchmark's own."""
-    from synth.files import sha256_file
+    from hwkit.files import sha256_file
     from train.edge import EdgeModel, evaluate_export
     from train.export import FP32, INT8, MANIFEST
 

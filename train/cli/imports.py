@@ -9,15 +9,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from synth.lexicon import Lexicon, LexiconError, load_lexicon
-from synth.progress import progress_bar
-from train.realdata import UNMAPPED, RealWord, SourceError, write_real_dataset
+from hwkit.errors import OneLineErrors
+from hwkit.progress import progress_bar
+from synth.lexicon import Lexicon, load_lexicon
+from train.cli.common import err, out
+from train.realdata import UNMAPPED, RealWord, write_real_dataset
 
-import_app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
-out = Console()
-err = Console(stderr=True)
+import_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, pretty_exceptions_show_locals=False)
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Dataset folder to create (refused if it exists, unless --overwrite).")]
 LexiconOpt = Annotated[Path | None, typer.Option("--lexicon", help="Lexicon TSV (default: lexicon/lexicon.tsv).")]
@@ -35,17 +34,13 @@ def main() -> None:
 
 def _run(words: Callable[[Lexicon], Iterable[RealWord]], out_dir: Path, lexicon: Path | None, config: dict,
          overwrite: bool, skip_unreadable: bool) -> None:
-    try:
-        lex = load_lexicon(lexicon)
-        bar = progress_bar(err, unit="words")
-        with bar:
-            task = bar.add_task(f"import {config['source']}", total=None)
-            result = write_real_dataset(words(lex), out_dir, lex, {**config, "lexicon": lex.path.name},
-                                        command=" ".join(["train", *sys.argv[1:]]), overwrite=overwrite,
-                                        skip_unreadable=skip_unreadable, progress=lambda n: bar.advance(task, n))
-    except (SourceError, LexiconError, OSError) as exc:
-        err.print(f"[red]error:[/red] {str(exc).splitlines()[0]}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+    lex = load_lexicon(lexicon)
+    bar = progress_bar(err, unit="words")
+    with bar:
+        task = bar.add_task(f"import {config['source']}", total=None)
+        result = write_real_dataset(words(lex), out_dir, lex, {**config, "lexicon": lex.path.name},
+                                    command=" ".join(["train", *sys.argv[1:]]), overwrite=overwrite,
+                                    skip_unreadable=skip_unreadable, progress=lambda n: bar.advance(task, n))
     out.print(result.summary(), highlight=False, soft_wrap=True)
     top = result.unmapped.most_common(10)
     if top:
