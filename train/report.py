@@ -320,6 +320,20 @@ def markdown(results: dict, inputs: ReportInputs, out: Path, plot: Path) -> str:
         if worst < paper:
             lines += [(f"Short of the paper: its {label} Acc@1 is {paper:.4f}; ours is "
                       f"{', '.join(_fmt(x) for x in ours)} on the sets above."), ""]
+    lines += _cross_section(results, inputs) + _ablation_section(results, inputs)
+    lines += _elsewhere_section(results["elsewhere"], inputs)
+    rel = Path(plot).resolve().relative_to(Path(out).resolve().parent) if Path(plot).resolve().is_relative_to(
+        Path(out).resolve().parent) else Path(plot).resolve()
+    lines += ["## Embedding map", "",
+              f"![t-SNE of image embeddings, coloured by language]({rel.as_posix()})", "",
+              (f"{results['plot']['images']:,} out-of-distribution images of {results['plot']['ids']} semantic IDs drawn "
+              "at random (seed 0). Language-agnostic embeddings would mix the colours within each cluster."), "",
+              "## Command", "", "```sh", inputs.command(out, plot), "```", ""]
+    return "\n".join(lines)
+
+
+def _cross_section(results: dict, inputs: ReportInputs) -> list[str]:
+    lines: list[str] = []
     if results.get("ood_all"):
         r = results["ood_all"]
         cross = r.get("cross", {})
@@ -339,6 +353,11 @@ def markdown(results: dict, inputs: ReportInputs, out: Path, plot: Path) -> str:
             lines += ["", (f"Short of the paper: its cross-lingual mean Acc@1 is {PAPER['cross_mean_acc1']:.4f}; ours is "
                       f"{mean:.4f}.")]
         lines.append("")
+    return lines
+
+
+def _ablation_section(results: dict, inputs: ReportInputs) -> list[str]:
+    lines: list[str] = []
     if results["ablation"]:
         data = inputs.ablation_data or inputs.ood
         lines += ["## Ablation: what each change buys", "",
@@ -356,12 +375,4 @@ def markdown(results: dict, inputs: ReportInputs, out: Path, plot: Path) -> str:
                          f"{', '.join(r['data'])} | {r['image']} | {r['lr']:g} | {r['steps']} | "
                          f"{_fmt(w['acc@1'])} | {_fmt(cross)} | {_fmt(w['mrr'])} |")
         lines.append("")
-    lines += _elsewhere_section(results["elsewhere"], inputs)
-    rel = Path(plot).resolve().relative_to(Path(out).resolve().parent) if Path(plot).resolve().is_relative_to(
-        Path(out).resolve().parent) else Path(plot).resolve()
-    lines += ["## Embedding map", "",
-              f"![t-SNE of image embeddings, coloured by language]({rel.as_posix()})", "",
-              (f"{results['plot']['images']:,} out-of-distribution images of {results['plot']['ids']} semantic IDs drawn "
-              "at random (seed 0). Language-agnostic embeddings would mix the colours within each cluster."), "",
-              "## Command", "", "```sh", inputs.command(out, plot), "```", ""]
-    return "\n".join(lines)
+    return lines
