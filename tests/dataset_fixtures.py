@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-import synth.fetch as fetch
-from synth.catalogue import load_catalogue, source_digest
-from synth.charsets import LATIN_REQUIRED
-from synth.render_config import RenderConfig, load_render_config
+import synth.fonts.fetch as fetch
+from synth.fonts.catalogue import load_catalogue, source_digest
+from synth.fonts.charsets import LATIN_REQUIRED
+from synth.render.config import RenderConfig, load_render_config
 from tests.conftest import build_font, style_entry, write_catalogue
 
 LEXICON = [

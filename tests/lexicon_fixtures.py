@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.lexicon_build import BuildConfig
-from synth.lexicon_sources import Sources, parse_cedict, read_dictd
+from synth.lexicon.build import BuildConfig
+from synth.lexicon.sources import Sources, parse_cedict, read_dictd
 
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from synth.dataset.shards import ShardConfig, sample_row, write_shard
 from synth.lexicon import load_lexicon
-from synth.shards import ShardConfig, sample_row, write_shard
 from tests.train_fixtures import LEXICON, write_lexicon
-from train.baselines import run_baseline
 from train.cli import app
+from train.evaluate.baselines import run_baseline
 from train.metrics import normalise, normalized_edit_similarity
 
 LANGS = ("en", "es", "zh")
@@ -64,7 +64,7 @@ def brute_rank(pred: str, truth_id: int, lang: str, gallery_ids) -> int:
 def test_ranking_matches_brute_force_with_a_stub(tmp_path):
     lexicon = load_lexicon(write_lexicon(tmp_path / "lexicon.tsv"))
     data = write_set(tmp_path / "set")
-    from train.data import ShardSet
+    from train.run.data import ShardSet
 
     shards = ShardSet.load([data], lexicon)
     truth = {bytes(shards.png(i)): str(t) for i, t in enumerate(shards.texts)}

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from synth.catalogue import CatalogueError, Split, load_catalogue, resolve_styles, set_checksums, source_digest
+from synth.fonts.catalogue import CatalogueError, Split, load_catalogue, resolve_styles, set_checksums, source_digest
 from tests.conftest import style_entry, write_catalogue
 
 

@@ -6,8 +6,8 @@ has run the set-up, which fetches them, so they always run there.
 
 
 
-from synth.catalogue import Split, load_catalogue, resolve_styles
-from synth.charsets import LATIN_REQUIRED, gb2312_level1
+from synth.fonts.catalogue import Split, load_catalogue, resolve_styles
+from synth.fonts.charsets import LATIN_REQUIRED, gb2312_level1
 
 CATALOGUE = load_catalogue()
 
@@ -49,8 +49,8 @@ def test_han_faces_cover_gb2312_level1(installed_fonts):
 
 
 def test_every_style_renders_the_lexicon(installed_fonts):
-    from synth.charsets import SCRIPT_LANGS
-    from synth.coverage import coverage_row
+    from synth.fonts.charsets import SCRIPT_LANGS
+    from synth.fonts.coverage import coverage_row
     from synth.lexicon import load_lexicon
 
     lexicon = load_lexicon()

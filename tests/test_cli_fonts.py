@@ -3,10 +3,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-import synth.fetch as fetch
-from synth.catalogue import load_catalogue, source_digest
-from synth.charsets import LATIN_REQUIRED
-from synth.cli_fonts import app
+import synth.fonts.fetch as fetch
+from synth.cli.fonts import app
+from synth.fonts.catalogue import load_catalogue, source_digest
+from synth.fonts.charsets import LATIN_REQUIRED
 from tests.conftest import build_font, style_entry, write_catalogue
 
 runner = CliRunner()

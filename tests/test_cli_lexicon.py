@@ -9,7 +9,7 @@ import pytest
 from lexicon_fixtures import ConceptEmbedder, make_sources
 from typer.testing import CliRunner
 
-from synth import cli_lexicon
+from synth.cli import lexicon as cli_lexicon
 from synth.lexicon import load_lexicon
 
 
@@ -41,11 +41,11 @@ def test_cli_stats_on_a_bad_lexicon_prints_one_line(tmp_path):
 
 
 def test_cli_build_on_fixtures(tmp_path, sources, monkeypatch):
-    import synth.lexicon_embed
-    import synth.lexicon_sources
+    import synth.lexicon.embed
+    import synth.lexicon.sources
 
-    monkeypatch.setattr(synth.lexicon_sources, "load_sources", lambda: sources)
-    monkeypatch.setattr(synth.lexicon_embed, "UseEmbedder", ConceptEmbedder)
+    monkeypatch.setattr(synth.lexicon.sources, "load_sources", lambda: sources)
+    monkeypatch.setattr(synth.lexicon.embed, "UseEmbedder", ConceptEmbedder)
     config, overrides = tmp_path / "config.yaml", tmp_path / "overrides.yaml"
     config.write_text("min_size: 1\nen_min_zipf: 3.0\n", encoding="utf-8")
     overrides.write_text("drop_en: [the]\n", encoding="utf-8")
@@ -77,9 +77,9 @@ def test_cli_build_on_fixtures(tmp_path, sources, monkeypatch):
 
 
 def test_cli_build_reports_bad_overrides_in_one_line(tmp_path, sources, monkeypatch):
-    import synth.lexicon_sources
+    import synth.lexicon.sources
 
-    monkeypatch.setattr(synth.lexicon_sources, "load_sources", lambda: sources)
+    monkeypatch.setattr(synth.lexicon.sources, "load_sources", lambda: sources)
     overrides = tmp_path / "overrides.yaml"
     overrides.write_text("drop_en: [the]\nbogus: 1\n", encoding="utf-8")
     out = tmp_path / "lexicon.tsv"

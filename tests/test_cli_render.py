@@ -5,9 +5,9 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-import synth.corpus
 import synth.dataset
-from synth.cli_render import app
+import synth.dataset.corpus
+from synth.cli.render import app
 from tests.conftest import write_catalogue
 from tests.dataset_fixtures import double_world
 
@@ -108,7 +108,7 @@ def test_corpus_presets(world, tmp_path, monkeypatch):
     presets.mkdir()
     (presets / "mini.yaml").write_text(yaml.safe_dump({"langs": ["zh"], "fonts": "train", "ids": "4", "per_id": 2,
                                                        "seed": 5, "distort": "none"}))
-    monkeypatch.setattr(synth.corpus, "CORPUS_DIR", presets)
+    monkeypatch.setattr(synth.dataset.corpus, "CORPUS_DIR", presets)
     built = runner.invoke(app, ["corpus", "mini", "--out", str(tmp_path / "c"), *common])
     assert built.exit_code == 0, built.output
     assert "done: 8 rows in 1 shards" in built.output
@@ -131,10 +131,10 @@ def test_preview_needs_a_chinese_label_font(world, tmp_path):
 def test_a_damaged_font_is_caught_by_check_and_named_by_render(tmp_path, monkeypatch):
     """A font file damaged after its install, its stamp rewritten to match: the stamp alone would vouch for it."""
     from hwkit.files import sha256_file
-    from synth.catalogue import load_catalogue
-    from synth.cli_fonts import app as fonts_app
-    from synth.fetch import stamp_path
-    from synth.recipe import Renderer
+    from synth.cli.fonts import app as fonts_app
+    from synth.fonts.catalogue import load_catalogue
+    from synth.fonts.fetch import stamp_path
+    from synth.render.recipe import Renderer
     from tests.dataset_fixtures import make_world
 
     w = make_world(tmp_path, monkeypatch)

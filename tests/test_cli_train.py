@@ -70,27 +70,43 @@ def test_pretrain_finetune_eval(world):
     data = json.loads(report.read_text())
     assert data["n_images"] == 24 and data["gallery"]["size"] == 8  # 8 IDs × 3 languages × 1 held-out style
     assert f"{data['within']['es']['acc@1']:.4f}" in report.with_suffix(".md").read_text()
-    # a report of its own is rewritten when eval runs again; a file a user made is never replaced
-    again = ["eval", "--ckpt", str(fine), "--data", str(root / "held"), "--lexicon", str(w.lexicon), "--out"]
+
+
+@pytest.fixture(scope="module")
+def run(world):
+    """A one-step pre-training run the refusal tests below point at (none of them changes it)."""
+    root, _, small = world
+    out = root / "one-step"
+    result = runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(out), "--max-steps", "1", *small])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_reports_a_user_made_are_never_replaced(world, run, tmp_path):
+    """A report of its own is rewritten when eval runs again; a file a user made is never replaced."""
+    root, w, _ = world
+    report = tmp_path / "eval.json"
+    again = ["eval", "--ckpt", str(run), "--data", str(root / "held"), "--lexicon", str(w.lexicon), "--out"]
     assert runner.invoke(app, [*again, str(report)]).exit_code == 0
-    notes, lone_md = root / "notes.json", root / "fresh.md"
+    assert runner.invoke(app, [*again, str(report)]).exit_code == 0
+    notes, lone_md = tmp_path / "notes.json", tmp_path / "fresh.md"
     notes.write_text('{"mine": true}')
     lone_md.write_text("my table")
     one_error_line(runner.invoke(app, [*again, str(notes)]), "notes.json exists and was not written by `train eval`")
-    one_error_line(runner.invoke(app, [*again, str(root / "fresh.json")]), "fresh.md exists and was not written by")
+    one_error_line(runner.invoke(app, [*again, str(tmp_path / "fresh.json")]), "fresh.md exists and was not written by")
     one_error_line(runner.invoke(app, [*again, str(root / "shards")]), "is a folder; --out takes a file name")
     one_error_line(runner.invoke(app, [*again, str(lone_md / "e.json")]), "cannot make its folder")
     assert notes.read_text() == '{"mine": true}' and lone_md.read_text() == "my table"
-    assert not (root / "fresh.json").exists() and not (root / "notes.md").exists()
+    assert not (tmp_path / "fresh.json").exists() and not (tmp_path / "notes.md").exists()
     for command in (["baseline", "tesseract", "--data", str(root / "held")],
-                    ["report", "--run", str(fine), "--ood", str(root / "held"), "--plot", str(root / "map.png")]):
+                    ["report", "--run", str(run), "--ood", str(root / "held"), "--plot", str(tmp_path / "map.png")]):
         one_error_line(runner.invoke(app, [*command, "--out", str(lone_md if command[0] == "report" else notes)]),
                        "exists and was not written by")
     assert notes.read_text() == '{"mine": true}' and lone_md.read_text() == "my table"
 
 
-def test_bad_input_is_one_line(world, tmp_path):
-    root, w, small = world
+def test_bad_data_is_one_line(world, tmp_path):
+    _, _, small = world
     one_error_line(runner.invoke(app, ["pretrain", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), *small]),
                    "data not found")
 
@@ -100,8 +116,9 @@ def test_bad_input_is_one_line(world, tmp_path):
     one_error_line(runner.invoke(app, ["pretrain", "--data", str(broken.parent), "--out", str(tmp_path / "r"), *small]),
                    "column 'image' has type binary; expected struct")
 
-    run = tmp_path / "run"
-    assert runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(run), "--max-steps", "1", *small]).exit_code == 0
+
+def test_bad_run_folders_and_settings_are_one_line(world, run, tmp_path):
+    root, w, small = world
     one_error_line(runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(run), *small]),
                    "already exists")
     plain = tmp_path / "plain.txt"
@@ -129,6 +146,9 @@ def test_bad_input_is_one_line(world, tmp_path):
                                        "--device", "cuda:99", *small]), "--device cuda:99: ")
     assert not (tmp_path / "d").exists()
 
+
+def test_eval_and_export_refuse_what_the_run_was_not_made_with(world, run, tmp_path):
+    root, w, small = world
     taken = tmp_path / "taken.json"
     taken.write_text("a user's notes")
     one_error_line(runner.invoke(app, ["eval", "--ckpt", str(tmp_path / "no-run"), "--data", str(root / "held"),
@@ -150,6 +170,9 @@ def test_bad_input_is_one_line(world, tmp_path):
     one_error_line(runner.invoke(app, ["eval", "--ckpt", str(swapped), "--data", str(root / "held"), "--lexicon", str(w.lexicon)]),
                    "the final weights were trained with another model.image.image_width")
 
+
+def test_damaged_files_are_named(world, run, tmp_path):
+    root, w, _ = world
     torn = tmp_path / "torn"
     shutil.copytree(root / "held", torn)
     shard = min((torn / "data").glob("*.parquet"))
@@ -159,7 +182,9 @@ def test_bad_input_is_one_line(world, tmp_path):
                    f"{shard}: not a readable Parquet file")
     assert not (tmp_path / "reports").exists()  # no report, and no empty folder for one
 
-    weights = run / "model.safetensors"
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run, damaged)
+    weights = damaged / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    one_error_line(runner.invoke(app, ["eval", "--ckpt", str(run), "--data", str(root / "held"), "--lexicon", str(w.lexicon)]),
+    one_error_line(runner.invoke(app, ["eval", "--ckpt", str(damaged), "--data", str(root / "held"), "--lexicon", str(w.lexicon)]),
                    "checksum mismatch")

@@ -1,6 +1,6 @@
 from PIL import ImageFont
 
-from synth.coverage import can_render, coverage_row, missing_chars, outline_coverage, stroke_coverage
+from synth.fonts.coverage import can_render, coverage_row, missing_chars, outline_coverage, stroke_coverage
 
 
 def test_cmap_and_ink_both_required(make_font):

@@ -9,8 +9,8 @@ import torch
 
 from synth.lexicon import load_lexicon
 from tests.train_fixtures import write_lexicon, write_shards
-from train.augment import LEVELS, augment, draw, paper_level
-from train.data import (
+from train.run.augment import LEVELS, augment, draw, paper_level
+from train.run.data import (
     BatchDataset,
     DataError,
     EpochBatches,

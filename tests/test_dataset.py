@@ -12,15 +12,15 @@ import pytest
 import yaml
 
 from hwkit.files import sha256_file
-from synth.catalogue import load_catalogue
 from synth.dataset import build_dataset
-from synth.fetch import FetchError
+from synth.dataset.manifest import DatasetError
+from synth.dataset.plan import PlanConfig, PlanError
+from synth.dataset.verify import verify_dataset
+from synth.fonts.catalogue import load_catalogue
+from synth.fonts.fetch import FetchError
 from synth.lexicon import LexiconError
-from synth.manifest import DatasetError
-from synth.plan import PlanConfig, PlanError
-from synth.render_config import load_render_config
+from synth.render.config import load_render_config
 from synth.schema import IMAGE, SCHEMA, WIDTH
-from synth.verify import verify_dataset
 from tests.conftest import write_catalogue
 from tests.dataset_fixtures import DoubleRenderer, make_world, small_config, tree_bytes
 

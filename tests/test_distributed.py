@@ -17,10 +17,10 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from tests.train_fixtures import LEXICON, make_tiny_bert, tiny_config, write_lexicon, write_shards
-from train.distributed import Dist, GlobalBatchNorm2d, init_distributed
-from train.losses import RetrievalLoss
-from train.model import DualEncoder
-from train.trainer import TrainingError, _train_stage, train_stage
+from train.objectives.losses import RetrievalLoss
+from train.run.distributed import Dist, GlobalBatchNorm2d, init_distributed
+from train.run.trainer import TrainingError, _train_stage, train_stage
+from train.towers.model import DualEncoder
 
 REPO = Path(__file__).resolve().parents[1]
 GLOBAL_BATCH = 8

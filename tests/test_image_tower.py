@@ -4,7 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train.image_tower import ImageTower, ImageTowerConfig, count_parameters, mobilenet_v3_small_features  # noqa: E402
+from train.towers.image_tower import ImageTower, ImageTowerConfig, count_parameters, mobilenet_v3_small_features  # noqa: E402
 
 # Feature extractor of MobileNetV3-Small (Howard et al. 2019, Table 2), counted by hand.
 # conv k×k: in·out·k² weights (no bias); BN: 2·C (γ, β); SE on exp channels with s = make_divisible(exp/4, 8):

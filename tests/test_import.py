@@ -15,9 +15,9 @@ from synth.cli import app as synth_app
 from synth.lexicon import load_lexicon
 from tests.train_fixtures import write_lexicon
 from train.cli import app
-from train.data import ShardSet
-from train.import_hwdb import compose, read_gnt
 from train.realdata import SourceError
+from train.realdata.hwdb import compose, read_gnt
+from train.run.data import ShardSet
 
 runner = CliRunner()
 

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from synth.charsets import gb2312_level1
+from synth.fonts.charsets import gb2312_level1
 from synth.lexicon import LANGS, Entry, LexiconError, lexicon_stats, load_lexicon
-from synth.lexicon_build import draw_audit_sample, read_audit
+from synth.lexicon.build import draw_audit_sample, read_audit
 from synth.paths import DEFAULT_LEXICON, LEXICON_DIR
 
 HEADER = "semantic_id\ten\tes\tzh\n"

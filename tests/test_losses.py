@@ -1,4 +1,4 @@
-"""train.losses against brute-force double loops over the batch (DESIGN.md §2 definitions)."""
+"""train.objectives.losses against brute-force double loops over the batch (DESIGN.md §2 definitions)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train.losses import InfoNCE, InvarianceLoss, LexiconInfoNCE, LogitScale, PrototypeLoss, RetrievalLoss  # noqa: E402
+from train.objectives.losses import InfoNCE, InvarianceLoss, LexiconInfoNCE, LogitScale, PrototypeLoss, RetrievalLoss  # noqa: E402
 
 SEEDS = range(5)
 

@@ -7,7 +7,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from synth.cli_render import app
+from synth.cli.render import app
 from tests.dataset_fixtures import double_world, tree_bytes
 
 runner = CliRunner()
@@ -70,7 +70,7 @@ def test_parts_merge_into_the_single_build(world, tmp_path):
               "is not a dataset part")
     checked = runner.invoke(app, ["verify", str(parts[0])])
     assert checked.exit_code == 1 and "is part 0 of 3 of a dataset; join the parts" in checked.output
-    from train.data import DataError, find_shards
+    from train.run.data import DataError, find_shards
 
     with pytest.raises(DataError, match="part 1 of 3 of a dataset; join the parts with `synth merge`"):
         find_shards(parts[1])

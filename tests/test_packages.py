@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from synth.packages import PackageError, debian_package, npm_package
+from synth.fonts.packages import PackageError, debian_package, npm_package
 
 
 def _fake_client(bin_dir, name, body):

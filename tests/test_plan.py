@@ -4,11 +4,11 @@ from collections import Counter
 
 import pytest
 
-from synth.catalogue import load_catalogue
-from synth.corpus import corpus_names, load_corpus
-from synth.fetch import FetchError
+from synth.dataset.corpus import corpus_names, load_corpus
+from synth.dataset.plan import PlanConfig, PlanError, derive_seed, parse_ids, plan_tasks
+from synth.fonts.catalogue import load_catalogue
+from synth.fonts.fetch import FetchError
 from synth.lexicon import load_lexicon
-from synth.plan import PlanConfig, PlanError, derive_seed, parse_ids, plan_tasks
 from tests.dataset_fixtures import make_world
 
 

@@ -5,11 +5,11 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from synth.cli_render import app
+from synth.cli.render import app
 from synth.dataset import build_dataset
-from synth.manifest import DatasetError
-from synth.plan import PlanConfig
-from synth.render_config import RenderConfig
+from synth.dataset.manifest import DatasetError
+from synth.dataset.plan import PlanConfig
+from synth.render.config import RenderConfig
 from tests.dataset_fixtures import make_world, tree_bytes
 
 pytest.importorskip("ray")  # the `ray` extra; `make setup` installs it with the test extra

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-import synth.fetch as fetch
-from synth.catalogue import load_catalogue, source_digest
-from synth.effects import Pen, StrokeElastic
-from synth.fetch import install_style
-from synth.recipe import Renderer, SampleTask
-from synth.render_config import ConfigError, load_render_config, preset_names
-from synth.warp import catmull_rom_weights, dense_field, field_at, warp
+import synth.fonts.fetch as fetch
+from synth.fonts.catalogue import load_catalogue, source_digest
+from synth.fonts.fetch import install_style
+from synth.render.config import ConfigError, load_render_config, preset_names
+from synth.render.effects import Pen, StrokeElastic
+from synth.render.recipe import Renderer, SampleTask
+from synth.render.warp import catmull_rom_weights, dense_field, field_at, warp
 from tests.conftest import build_font, style_entry, write_catalogue
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzñáéíóú"

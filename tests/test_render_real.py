@@ -2,12 +2,12 @@
 
 import numpy as np
 
-from synth.catalogue import load_catalogue
-from synth.charsets import SCRIPT_LANGS
-from synth.coverage import can_render
+from synth.fonts.catalogue import load_catalogue
+from synth.fonts.charsets import SCRIPT_LANGS
+from synth.fonts.coverage import can_render
 from synth.lexicon import load_lexicon
-from synth.recipe import Renderer, SampleTask
-from synth.render_config import load_render_config
+from synth.render.config import load_render_config
+from synth.render.recipe import Renderer, SampleTask
 
 CATALOGUE = load_catalogue()
 

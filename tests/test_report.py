@@ -12,8 +12,8 @@ from synth.lexicon import load_lexicon
 from tests.train_fixtures import make_tiny_bert, tiny_config, write_lexicon, write_shards
 from train.cli import app
 from train.evaluate import evaluate, load_model
-from train.report import ReportError, elsewhere_summary
-from train.trainer import train_stage
+from train.evaluate.report import ReportError, elsewhere_summary
+from train.run.trainer import train_stage
 
 
 @pytest.mark.slow  # make test-fast leaves it out

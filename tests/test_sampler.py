@@ -3,7 +3,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from train.sampler import CoOccurrenceSampler, SamplerConfig
+from train.objectives.sampler import CoOccurrenceSampler, SamplerConfig
 
 
 def _rows(n_ids=300, per_lang=4, langs=("en", "es", "zh")):

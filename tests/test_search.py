@@ -14,8 +14,8 @@ from synth.lexicon import load_lexicon
 from tests.train_fixtures import LEXICON, make_tiny_bert, tiny_config, write_lexicon, write_shards
 from train.cli import app
 from train.evaluate import embed_images, embed_texts, load_model
-from train.search import load_index
-from train.trainer import train_stage
+from train.evaluate.search import load_index
+from train.run.trainer import train_stage
 
 runner = CliRunner()
 

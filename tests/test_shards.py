@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from synth.dataset import build_dataset
-from synth.plan import PlanConfig
+from synth.dataset.plan import PlanConfig
+from synth.dataset.shards import ShardConfig, encode_png, sample_row, write_shard
 from synth.schema import IMAGE, SCHEMA, SEMANTIC_ID, SPLIT, TEXT
-from synth.shards import ShardConfig, encode_png, sample_row, write_shard
 from tests.dataset_fixtures import DoubleRenderer, make_world, small_config
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from synth.strokes import StrokeFormatError, parse_polyline_path, read_hanzi_writer, read_svg_font
+from synth.fonts.strokes import StrokeFormatError, parse_polyline_path, read_hanzi_writer, read_svg_font
 
 
 def test_polyline_path_absolute_relative_implicit_and_close():

@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from train.text_tower import FrozenPrefixCache, TextTower, TextTowerConfig, mean_pool  # noqa: E402
+from train.towers.text_tower import FrozenPrefixCache, TextTower, TextTowerConfig, mean_pool  # noqa: E402
 
 HIDDEN, LAYERS = 32, 4
 WORDS = ["water", "agua", "fire", "fuego", "query", ":"]

@@ -10,11 +10,11 @@ from safetensors.torch import load_file
 
 from synth.lexicon import load_lexicon
 from tests.train_fixtures import make_tiny_bert, tiny_config, write_lexicon, write_shards
-from train import trainer
-from train.checkpoint import CheckpointError, latest_checkpoint, model_weights, read_checkpoint
 from train.config import ConfigError, load_config
 from train.metrics import levenshtein
-from train.trainer import TextGallery, TrainingError, lr_at, param_groups, train_stage
+from train.run import trainer
+from train.run.checkpoint import CheckpointError, latest_checkpoint, model_weights, read_checkpoint
+from train.run.trainer import TextGallery, TrainingError, lr_at, param_groups, train_stage
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_lr_schedule_matches_its_formula():
 
 def test_no_weight_decay_on_biases_norms_and_temperature(tiny):
     _, _, bert, _ = tiny
-    from train.model import DualEncoder
+    from train.towers.model import DualEncoder
 
     config = tiny_config(bert)
     assert config.model.text.unlocked_layers > 0

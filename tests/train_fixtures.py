@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import transformers
 
-from synth.shards import ShardConfig, sample_row, write_shard
+from synth.dataset.shards import ShardConfig, sample_row, write_shard
 from train.config import RunConfig, load_config
 
 LEXICON = [

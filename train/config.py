@@ -37,7 +37,7 @@ class ConfigError(UserError, ValueError):
     """A preset or override that cannot be used, with the offending key named."""
 
 
-# Stride-2 stages of MobileNetV3-Small (the stem and four bnecks: output stride 32); see train/image_tower.py.
+# Stride-2 stages of MobileNetV3-Small (the stem and four bnecks: output stride 32); see train/towers/image_tower.py.
 STRIDE2_STAGES = 5
 
 
@@ -50,7 +50,7 @@ class ImageTowerConfig:
     dropout: float = 0.0        # before the projector; 0 disables
     image_height: int = 64      # default input size (any size ≥ 32×32 works: the pool is global)
     image_width: int = 256
-    crop: bool = False          # cut each image to its ink and stretch its levels before fitting (train/images.py)
+    crop: bool = False          # cut each image to its ink and stretch its levels before fitting (train/run/images.py)
     # The last `keep_width` of the five stride-2 stages halve the height only (stride (2, 1)), so a word
     # keeps more columns before the global pool: at 32×128, 1×4 → 1×8 (keep_width 1) or 1×16 (2). The
     # parameter count is unchanged; the compute of those stages doubles. 0 is the paper's network.
@@ -86,7 +86,7 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     # "infonce": the paper's L_ITC (+ λ·L_INV), with the options below; "prototype": L_v2p + α·L_t2p (+ λ·L_INV),
-    # one language-agnostic prototype per semantic ID (train/losses.py). Absent from runs made before it: infonce.
+    # one language-agnostic prototype per semantic ID (train/objectives/losses.py). Absent from runs made before it: infonce.
     objective: str = "infonce"
     align: float = 1.0              # α, weight of L_t2p (prototype objective)
     use_v2t: bool = True
@@ -100,7 +100,7 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
-    augment: bool = True            # jitter training images (train/augment.py)
+    augment: bool = True            # jitter training images (train/run/augment.py)
     augment_level: str = "light"    # "light" (small affine + contrast) or "strong" (what an unseen font changes)
     workers: int = 1                # DataLoader worker processes (0: decode in the training process)
 

@@ -46,10 +46,10 @@ def _worker(job_path: str, result_path: str) -> None:
     import cv2
     import numpy as np
 
-    from synth.catalogue import load_catalogue
-    from synth.recipe import Renderer, SampleTask
-    from synth.render_config import load_render_config
-    from synth.shards import ShardConfig, encode_png
+    from synth.dataset.shards import ShardConfig, encode_png
+    from synth.fonts.catalogue import load_catalogue
+    from synth.render.config import load_render_config
+    from synth.render.recipe import Renderer, SampleTask
 
     cv2.setNumThreads(1)
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))

@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from train.config import ImageTowerConfig
 from train.edge import onnx_session
-from train.export import export_onnx, int8_fidelity, quantize_int8, sample_images
-from train.image_tower import ImageTower
+from train.edge.export import export_onnx, int8_fidelity, quantize_int8, sample_images
+from train.towers.image_tower import ImageTower
 
 PAPER_LATENCY_MS = 2.89
 
@@ -127,7 +127,7 @@ def network_variants(tower: ImageTower, calibration: np.ndarray, image: np.ndarr
     without the squeeze-excite gates. Random weights suffice: speed does not depend on them."""
     import copy
 
-    from train.image_tower import SqueezeExcite
+    from train.towers.image_tower import SqueezeExcite
 
     def replaced(net: torch.nn.Module, kind: type, make: type) -> torch.nn.Module:
         net = copy.deepcopy(net)
@@ -176,7 +176,7 @@ def int8_sqnr(fp32: Path, int8: Path, images: np.ndarray, tmp: Path) -> dict[str
         modify_model_output_intermediate_tensors,
     )
 
-    from train.export import image_batches, prepare_graph
+    from train.edge.export import image_batches, prepare_graph
 
     nodes = prepare_graph(fp32, tmp / "sqnr.pre.onnx")  # the graph quantize_int8 quantised
     modify_model_output_intermediate_tensors(str(tmp / "sqnr.pre.onnx"), str(tmp / "sqnr.fp32.onnx"))
@@ -194,7 +194,7 @@ def int8_accuracy(folder: Path, data: list[Path], cores: int, images: np.ndarray
     since the re-quantised file is this benchmark's own."""
     from hwkit.files import sha256_file
     from train.edge import EdgeModel, evaluate_export
-    from train.export import FP32, INT8, MANIFEST
+    from train.edge.export import FP32, INT8, MANIFEST
 
     if images is not None:
         quantize_int8(folder / FP32, folder / INT8, images, **options)
@@ -208,7 +208,7 @@ def accuracy_variants(folder: Path, args, cores: int) -> dict:
     """int8 Acc@1 (MinMax) with parts of the tower kept in fp32, re-quantising the export in `folder`. Parts
     are picked on the graph quantize_int8 quantises (`prepare_graph`), by their place in it."""
     from train.edge import EdgeModel
-    from train.export import FP32, prepare_graph
+    from train.edge.export import FP32, prepare_graph
 
     nodes = prepare_graph(folder / FP32, folder / "variants.pre.onnx")
     (folder / "variants.pre.onnx").unlink()
@@ -282,7 +282,7 @@ def main() -> None:
     results: dict = {"input": f"{h}x{w}", "cores": cores, "batches": batches, "torch": torch.__version__,
                      "latency_ms": {}, "images_per_s": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        from train.export import FP32
+        from train.edge.export import FP32
 
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         if tower is None:
@@ -347,7 +347,7 @@ def main() -> None:
         if (args.run or args.export) and args.data:
             from synth.lexicon import load_lexicon
             from train.edge import EdgeModel, evaluate_export
-            from train.export import export_run
+            from train.edge.export import export_run
 
             folder = Path(tmp) / "export"
             if args.export:
@@ -359,7 +359,7 @@ def main() -> None:
             for method in args.calibration_methods.split(","):
                 results["acc@1"][f"onnx-int8 ({method})"] = int8_accuracy(folder, args.data, cores, calibration, method=method)
             if args.int8_distil_steps:
-                from train.export import GALLERY, INT8, Int8Settings, int8_graph
+                from train.edge.export import GALLERY, INT8, Int8Settings, int8_graph
 
                 settings = Int8Settings(images=args.calibration_images, distil_steps=args.int8_distil_steps)
                 results["int8_distillation"] = int8_graph(

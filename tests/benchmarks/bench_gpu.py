@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from train.config import ImageTowerConfig  # noqa: E402
-from train.image_tower import ImageTower  # noqa: E402
+from train.towers.image_tower import ImageTower  # noqa: E402
 
 
 def timed_ms(call, warmup: int, calls: int) -> float:

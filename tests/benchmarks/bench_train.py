@@ -26,9 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.train_fixtures import LEXICON, make_tiny_bert
-from train.image_tower import ImageTower, ImageTowerConfig, count_parameters
-from train.losses import LogitScale, RetrievalLoss
-from train.text_tower import TextTower, TextTowerConfig
+from train.objectives.losses import LogitScale, RetrievalLoss
+from train.towers.image_tower import ImageTower, ImageTowerConfig, count_parameters
+from train.towers.text_tower import TextTower, TextTowerConfig
 
 PAPER_PARAMETERS = 1_290_000
 PAPER_LATENCY_MS = 2.89  # RTX 4090

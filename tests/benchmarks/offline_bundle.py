@@ -118,7 +118,7 @@ def pack(out: Path, part_mb: float) -> None:
     from safetensors.numpy import save_file
 
     from synth.paths import cache_dir
-    from train.e5_convert import default_encoder_dir
+    from train.towers.e5_convert import default_encoder_dir
 
     strings = lexicon_strings()
     chars = "".join(sorted(set("".join(strings)) | set(AUTOHINT_CJK) | {chr(c) for c in range(32, 127)}))

@@ -1,5 +1,5 @@
 """`train eval | baseline | report`: retrieval accuracy of a run, of the OCR baselines on the same sets, and
-the results page. Parsing and printing only; the work is in train.evaluate, train.baselines, train.report."""
+the results page. Parsing and printing only; the work is in train.evaluate, train.evaluate.baselines, train.evaluate.report."""
 
 from __future__ import annotations
 
@@ -52,9 +52,9 @@ def evaluate(
     Within-language Acc@1/3/5 and MRR per language and overall; with --cross-lingual the six directions
     en→zh, zh→en, zh→es, es→zh, es→en, en→es and their mean; the R/D ratio of the image embeddings.
     """
-    from train.data import count_rows
     from train.evaluate import evaluate as evaluate_run
     from train.evaluate import load_model, markdown
+    from train.run.data import count_rows
 
     if report is not None and _eval_refusal(report):  # before the model loads
         raise fail(_eval_refusal(report))
@@ -101,7 +101,7 @@ def baseline(
     Engines: rapidocr (PyPI rapidocr-onnxruntime, models in the wheel) and tesseract (Debian
     tesseract-ocr with -spa and -chi-sim); `make setup` installs both.
     """
-    from train.baselines import markdown, run_baseline
+    from train.evaluate.baselines import markdown, run_baseline
 
     if report is not None:
         refusal = report_refusal(report, [report.with_suffix(".md"), report.with_suffix(".tsv")],
@@ -156,7 +156,7 @@ def report(
 ) -> None:
     """Write the paper-style results page: within-language tables (ours and OCR baselines), the six
     cross-lingual directions, R/D, the loss ablation and a t-SNE map, each number measured now."""
-    from train.report import GENERATED, ReportInputs, build_report
+    from train.evaluate.report import GENERATED, ReportInputs, build_report
 
     inputs = ReportInputs(run, list(ood), list(in_domain or []), list(baseline_json or []),
                           _named(ablation, "--ablation", "no-inv=runs/no-inv"), list(ablation_data or []),

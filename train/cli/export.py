@@ -1,5 +1,5 @@
 """`train export | quantize`: a run as ONNX graphs and a precomputed gallery for devices, and its int8
-graph. Parsing and printing only; the work is in train.export (figures in docs/benchmarks.md)."""
+graph. Parsing and printing only; the work is in train.edge.export (figures in docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ CalibrationMethodOpt = Annotated[str, typer.Option("--calibration-method", help=
 Int8WeightsOpt = Annotated[str, typer.Option("--int8-weights", help="uint8 (per channel, zero point 128): exact on every CPU. int8: for VNNI/ARM CPUs and TensorRT; x86 CPUs without AVX-VNNI saturate uint8×int8 products and lose accuracy.")]
 Int8Fp32StagesOpt = Annotated[int, typer.Option("--int8-fp32-stages", min=0, help="Keep the image tower's first N stages in fp32 (1: the stem; 2: also block 1; 3: also block 2), where most of the int8 error starts; the rest stays int8.")]
 CalibrationSeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the calibration draw.")]
-DistilStepsOpt = Annotated[int, typer.Option("--distil-steps", min=0, help="Tune the int8 graph's weights for this many steps against onnxruntime's own roundings, distilling the fp32 graph's gallery ranking (train.qat; minutes on a CPU).")]
+DistilStepsOpt = Annotated[int, typer.Option("--distil-steps", min=0, help="Tune the int8 graph's weights for this many steps against onnxruntime's own roundings, distilling the fp32 graph's gallery ranking (train.edge.qat; minutes on a CPU).")]
 
 
 def _print_int8(manifest: dict, weights: str) -> None:
-    from train.export import fidelity_warning
+    from train.edge.export import fidelity_warning
 
     record = manifest["int8"]
     if "distillation" in record:
@@ -56,8 +56,8 @@ def export(
 ) -> None:
     """Export a run for devices: the image tower as ONNX (dynamic batch; --int8 adds static int8), the text
     embeddings of every lexicon entry, and a manifest. `train search --onnx OUT --image word.png` uses it."""
+    from train.edge.export import Int8Settings, export_refusal, export_run
     from train.evaluate import load_model
-    from train.export import Int8Settings, export_refusal, export_run
 
     refusal = export_refusal(out_dir, overwrite)  # before the model loads: a refusal takes no time
     if refusal:
@@ -89,7 +89,7 @@ def quantize(
 ) -> None:
     """Add the int8 graph to an existing export, or make it again with other settings: `train export
     --int8` without the run, e.g. for an export brought back from a GPU machine."""
-    from train.export import Int8Settings, quantize_export
+    from train.edge.export import Int8Settings, quantize_export
 
     with spinner(err, "quantize") as status:
         settings = Int8Settings(calibration_images, calibration_method, int8_weights, int8_fp32_stages, distil_steps)

@@ -1,5 +1,5 @@
 """`train import`: real handwriting into shards of the synth schema (split `real`), for `train finetune`.
-Parsing and printing only; the readers are train/import_*.py and the writer train/realdata.py."""
+Parsing and printing only; the readers are train/import_*.py and the writer train/realdata/__init__.py."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def iam(
     skip_unreadable: SkipOpt = False,
 ) -> None:
     """IAM word images (words.txt + words/<prefix>/<form>/<id>.png), English."""
-    from train.import_iam import iam_words
+    from train.realdata.iam import iam_words
 
     _run(lambda lex: iam_words(root, include_er), out_dir, lexicon,
          {"source": "iam", "root": str(root), "include_er": include_er}, overwrite, skip_unreadable)
@@ -73,7 +73,7 @@ def hwdb(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Chinese lexicon words composed from CASIA-HWDB isolated characters, one writer (file) per word."""
-    from train.import_hwdb import hwdb_words
+    from train.realdata.hwdb import hwdb_words
 
     _run(lambda lex: hwdb_words(root, lex, seed), out_dir, lexicon, {"source": "hwdb", "root": str(root), "seed": seed},
          overwrite, False)
@@ -88,7 +88,7 @@ def folder(
     skip_unreadable: SkipOpt = False,
 ) -> None:
     """Any word images listed in a CSV file (path, text, lang in en/es/zh, optional writer)."""
-    from train.import_folder import folder_words
+    from train.realdata.folder import folder_words
 
     _run(lambda lex: folder_words(csv_file), out_dir, lexicon, {"source": "folder", "csv": str(csv_file)},
          overwrite, skip_unreadable)

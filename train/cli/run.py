@@ -1,5 +1,5 @@
 """`train pretrain | finetune | info`: the two training stages and the model's size. Parsing and printing
-only; the work is `train.trainer.train_stage`."""
+only; the work is `train.run.trainer.train_stage`."""
 
 from __future__ import annotations
 
@@ -68,8 +68,8 @@ class StageOptions:
 
 
 def run_stage(o: StageOptions) -> None:
-    from train.distributed import is_main_process, resolve_device
-    from train.trainer import train_stage
+    from train.run.distributed import is_main_process, resolve_device
+    from train.run.trainer import train_stage
 
     resolve_device(o.device)
     config = load_config(o.preset, o.stage, o.overrides())
@@ -180,7 +180,7 @@ def info(
 
     from rich.table import Table
 
-    from train.image_tower import ImageTower, count_parameters
+    from train.towers.image_tower import ImageTower, count_parameters
 
     image = ImageTower()
     rows = {
@@ -189,7 +189,7 @@ def info(
         "image_tower.total": count_parameters(image),
     }
     if text_encoder is not None:
-        from train.text_tower import TextTower, TextTowerConfig
+        from train.towers.text_tower import TextTower, TextTowerConfig
 
         try:
             text = TextTower(TextTowerConfig(model_path=str(text_encoder)))

@@ -1,5 +1,5 @@
 """`train index | search`: embed a shard set once, then query it by a typed word in any script, or query
-the lexicon by a word image. Parsing and printing only; the work is in train.search and train.edge."""
+the lexicon by a word image. Parsing and printing only; the work is in train.evaluate.search and train.edge."""
 
 from __future__ import annotations
 
@@ -36,9 +36,9 @@ def index(
     device: DeviceOpt = None,
 ) -> None:
     """Embed every image of a shard set for `train search --index ... --text WORD`."""
-    from train.data import count_rows
     from train.evaluate import load_model
-    from train.search import build_index
+    from train.evaluate.search import build_index
+    from train.run.data import count_rows
 
     model, _, run = load_model(ckpt, text_encoder, device)
     bar = progress_bar(err, unit="images")
@@ -93,7 +93,7 @@ def search(
         hits = EdgeModel(onnx, int8=int8).words_for_image(image, lang, k)
     else:
         from train.evaluate import load_model
-        from train.search import images_for_text, load_index, words_for_image
+        from train.evaluate.search import images_for_text, load_index, words_for_image
 
         lex = load_lexicon(lexicon) if image is not None else None  # a text query ranks images, not words
         model, _, _ = load_model(ckpt, text_encoder, device, lex)

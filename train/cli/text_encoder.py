@@ -1,5 +1,5 @@
 """`train text-encoder`: text encoders for the text tower, as local Hugging Face folders. Parsing only; the
-work is in train/e5_convert.py. Mounted by the `train` command as `text-encoder`."""
+work is in train/towers/e5_convert.py. Mounted by the `train` command as `text-encoder`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import typer
 from hwkit.errors import OneLineErrors, fail
 from hwkit.progress import spinner
 from train.cli.common import err, out
-from train.e5_convert import STAMP, default_encoder_dir, prepare_text_encoder
+from train.towers.e5_convert import STAMP, default_encoder_dir, prepare_text_encoder
 
 text_encoder_app = typer.Typer(cls=OneLineErrors, help="Text encoders for the text tower, as local Hugging Face folders.",
                                no_args_is_help=True, pretty_exceptions_show_locals=False)
