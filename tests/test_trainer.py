@@ -12,9 +12,10 @@ from synth.lexicon import load_lexicon
 from tests.train_fixtures import make_tiny_bert, tiny_config, write_lexicon, write_shards
 from train.config import ConfigError, load_config
 from train.metrics import levenshtein
+from train.objectives.gallery import TextGallery
 from train.run import trainer
 from train.run.checkpoint import CheckpointError, latest_checkpoint, model_weights, read_checkpoint
-from train.run.trainer import TextGallery, TrainingError, lr_at, param_groups, train_stage
+from train.run.trainer import TrainingError, lr_at, param_groups, train_stage
 
 
 @pytest.fixture(scope="module")

@@ -96,6 +96,10 @@ class LossConfig:
     # infonce only:
     label_aware: bool = False       # every same-ID row a positive (an option to measure, not the paper's)
     negatives: str = "batch"        # L_v2t negatives: "batch" (the paper) or "lexicon" (every lexicon text)
+    # β, weight of the auxiliary PHOC loss (train/objectives/phoc.py): a training-only head predicts each
+    # word's characters and their places from the image tower's pooled features. 0: off (the paper).
+    phoc: float = 0.0
+    phoc_buckets: int = 256         # character slots per PHOC region (code point modulo this)
 
 
 @dataclass
@@ -295,6 +299,8 @@ def validate(c: RunConfig, where: str) -> None:
         (c.loss.objective in ("infonce", "prototype"),
          f"loss.objective must be 'infonce' or 'prototype', got {c.loss.objective!r}"),
         (c.loss.lam >= 0 and c.loss.align >= 0, f"loss.lam and loss.align must be ≥ 0, got {c.loss.lam}, {c.loss.align}"),
+        (c.loss.phoc >= 0 and c.loss.phoc_buckets >= 1,
+         f"loss.phoc must be ≥ 0 and loss.phoc_buckets ≥ 1, got {c.loss.phoc}, {c.loss.phoc_buckets}"),
         (c.loss.negatives in ("batch", "lexicon"),
          f"loss.negatives must be 'batch' or 'lexicon', got {c.loss.negatives!r}"),
         (c.checkpoint_every >= 0, f"checkpoint_every must be ≥ 0, got {c.checkpoint_every}"),

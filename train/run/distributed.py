@@ -31,7 +31,7 @@ from torch import nn
 from hwkit.errors import UserError
 
 # The per-row outputs of DualEncoder.forward (and the trainer's extras) that are gathered across ranks.
-ROW_KEYS = ("image_embeds", "text_embeds", "semantic_ids", "rows")
+ROW_KEYS = ("image_embeds", "text_embeds", "semantic_ids", "rows", "phoc_logits")
 
 
 def launched() -> bool:

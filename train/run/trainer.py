@@ -27,7 +27,9 @@ import torch
 from synth.dataset.manifest import config_differences
 from synth.lexicon import Lexicon
 from train.config import RunConfig
+from train.objectives.gallery import TextGallery
 from train.objectives.losses import RetrievalLoss
+from train.objectives.phoc import PhocTargets, phoc_loss
 from train.objectives.sampler import CoOccurrenceSampler, SamplerConfig
 from train.run.checkpoint import (
     CheckpointError,
@@ -70,33 +72,6 @@ class StageResult:
     images_per_second: float
     seconds: float
     last_loss: float
-
-
-class TextGallery:
-    """The lexicon texts of the training rows, one column per distinct (semantic ID, text), for the prototype
-    objective and for L_v2t against the whole lexicon (`loss.negatives: lexicon`): `texts` (N), `ids` (N,) the
-    semantic ID of each column, `index` (rows,) the column of each row's own text. A homograph ("pie" is an
-    English and a Spanish word of two IDs) is one column per ID: its prototype is the ID's, not a blend."""
-
-    def __init__(self, row_texts: np.ndarray, semantic_ids: np.ndarray) -> None:
-        texts, text_of_row = np.unique(row_texts.astype(str), return_inverse=True)
-        pairs, index = np.unique(np.stack([semantic_ids, text_of_row.reshape(-1)]), axis=1, return_inverse=True)
-        self.index = index.reshape(-1)
-        self.ids = pairs[0]  # sorted: np.unique orders the pairs by ID first
-        self.texts: list[str] = texts[pairs[1]].tolist()
-        self.semantic_ids = semantic_ids
-        starts = np.flatnonzero(np.r_[True, self.ids[1:] != self.ids[:-1]])
-        self.columns_of_id = dict(zip(self.ids[starts].tolist(), np.split(np.arange(len(self.ids)), starts[1:]),
-                                      strict=True))
-
-    def positives(self, rows: np.ndarray, label_aware: bool) -> np.ndarray:
-        """(B, N) boolean: each row's own text, and with `label_aware` every text of its semantic ID."""
-        mask = np.zeros((len(rows), len(self.texts)), dtype=bool)
-        mask[np.arange(len(rows)), self.index[rows]] = True
-        if label_aware:
-            for i, y in enumerate(self.semantic_ids[rows].tolist()):
-                mask[i, self.columns_of_id[y]] = True
-        return mask
 
 
 def lr_at(step: int, total: int, c: RunConfig) -> float:
@@ -195,6 +170,7 @@ class _Stage:
     optimizer: torch.optim.Optimizer
     loss_fn: RetrievalLoss
     gallery: TextGallery | None       # the training texts, for the prototype objective or lexicon negatives
+    phoc: PhocTargets | None          # each row's PHOC target, when the auxiliary loss is on
     validation: ValidationSet | None
     state: TrainState
     total: int                        # steps of the whole stage
@@ -231,7 +207,11 @@ class _Stage:
             outputs["gallery_ids"] = torch.as_tensor(gallery.ids, device=dev)
         elif gallery is not None:
             outputs["gallery_positives"] = torch.as_tensor(gallery.positives(global_rows, c.loss.label_aware), device=dev)
+        phoc_logits = outputs.pop("phoc_logits", None)
         terms = self.loss_fn(**{k: (v.float() if k.endswith("embeds") else v) for k, v in outputs.items()})
+        if self.phoc is not None:
+            terms["phoc"] = phoc_loss(phoc_logits, torch.as_tensor(self.phoc.of_rows(global_rows), device=dev))
+            terms["loss"] = terms["loss"] + c.loss.phoc * terms["phoc"]
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, c.optim.grad_clip or float("inf")))
@@ -282,7 +262,7 @@ def _set_up(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Lexicon
         total = min(total, config.optim.max_steps)
 
     torch.manual_seed(config.seed)
-    model = DualEncoder(config.model, encoder)
+    model = DualEncoder(config.model, encoder, config.loss.phoc_buckets if config.loss.phoc else 0)
     if init is not None:
         _load_init(model, Path(init), config)
     model.to(ddp.device)
@@ -294,6 +274,7 @@ def _set_up(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Lexicon
                             objective=loss.objective, align=loss.align)
     gallery = TextGallery(shards.texts, shards.semantic_ids) \
         if loss.objective == "prototype" or loss.negatives == "lexicon" else None
+    phoc = PhocTargets(shards.texts, loss.phoc_buckets) if loss.phoc else None
     state, rng = TrainState(), None
     if checkpoint is not None:
         weights, optim_state, state, rng = read_checkpoint(checkpoint)
@@ -315,8 +296,8 @@ def _set_up(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Lexicon
         restore_rng(rng)  # last: filling the text cache runs the (dropout-enabled) top layers
     if ddp.rank:  # other ranks draw their own dropout masks (rank 0's stream is the one checkpoints keep)
         torch.manual_seed(hash((config.seed, state.step, ddp.rank)) % 2**63)
-    return _Stage(config, out, ddp, shards, sampler, dataset, model, net, optimizer, loss_fn, gallery, validation,
-                  state, total, per_epoch, [p for p in model.parameters() if p.requires_grad])
+    return _Stage(config, out, ddp, shards, sampler, dataset, model, net, optimizer, loss_fn, gallery, phoc,
+                  validation, state, total, per_epoch, [p for p in model.parameters() if p.requires_grad])
 
 
 def _train_stage(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Lexicon, ddp: Dist,

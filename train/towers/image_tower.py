@@ -190,9 +190,12 @@ class ImageTower(nn.Module):
         x = self.features(x)  # (B, 576, H/32, W/32)
         return x.mean(dim=(2, 3))  # (B, 576)
 
+    def embed(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled features (B, 576) → L2-normalised embedding (B, embed_dim)."""
+        return F.normalize(self.projector(self.dropout(pooled)), dim=-1)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        z = self.projector(self.dropout(self.pooled(images)))  # (B, embed_dim)
-        return F.normalize(z, dim=-1)
+        return self.embed(self.pooled(images))
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

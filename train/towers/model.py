@@ -11,7 +11,8 @@ from torch import nn
 from hwkit.errors import UserError
 from train.config import ModelConfig
 from train.objectives.losses import LogitScale
-from train.towers.image_tower import ImageTower
+from train.objectives.phoc import phoc_head
+from train.towers.image_tower import LAST_WIDTH, ImageTower
 from train.towers.text_tower import TextTower, TextTowerConfig
 
 
@@ -29,7 +30,9 @@ class WeightsError(UserError, ValueError):
 
 
 class DualEncoder(nn.Module):
-    def __init__(self, config: ModelConfig, text_encoder: Path) -> None:
+    def __init__(self, config: ModelConfig, text_encoder: Path, phoc_buckets: int = 0) -> None:
+        """`phoc_buckets` > 0 adds the training-only PHOC head on the image tower's pooled features
+        (train/objectives/phoc.py); retrieval never uses it, and a model built without it ignores its weights."""
         super().__init__()
         self.config = config
         self.image = ImageTower(config.image)
@@ -38,6 +41,7 @@ class DualEncoder(nn.Module):
                                               proj_hidden=t.proj_hidden, prefix=t.prefix, max_length=t.max_length))
         self.text.lock(t.unlocked_layers)
         self.logit_scale = LogitScale(config.init_temperature)
+        self.phoc_head = phoc_head(LAST_WIDTH, phoc_buckets) if phoc_buckets else None
 
     def forward(self, images: torch.Tensor, texts: list[str], semantic_ids: torch.Tensor,
                 gallery: list[str] | None = None, text_index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -47,7 +51,10 @@ class DualEncoder(nn.Module):
         gallery is embedded once, returned as "gallery_embeds" (N, D), and the rows' text embeddings are
         taken from it.
         """
-        out = {"image_embeds": self.image(images), "semantic_ids": semantic_ids, "logit_scale": self.logit_scale()}
+        pooled = self.image.pooled(images)
+        out = {"image_embeds": self.image.embed(pooled), "semantic_ids": semantic_ids, "logit_scale": self.logit_scale()}
+        if self.phoc_head is not None:
+            out["phoc_logits"] = self.phoc_head(pooled)
         if gallery is None:
             return {**out, "text_embeds": self.text(texts)}
         embeds = self.text(gallery)
@@ -63,7 +70,12 @@ class DualEncoder(nn.Module):
         return {f"text.model.{n}" for n, _ in self.text.model.named_parameters()} - trainable
 
     def load_saved_state(self, state: dict[str, torch.Tensor], where: str) -> None:
-        expected = set(self.saved_state())
+        """Load checkpoint weights. The training-only PHOC head is optional both ways: a model without one
+        drops its weights, and one with it keeps its fresh head when the weights have none or another size
+        (fine-tuning from a run trained without it, or with other buckets)."""
+        head = {} if self.phoc_head is None else {f"phoc_head.{k}": v.shape for k, v in self.phoc_head.state_dict().items()}
+        state = {k: v for k, v in state.items() if not k.startswith("phoc_head.") or head.get(k) == v.shape}
+        expected = {k for k in self.saved_state() if not k.startswith("phoc_head.")}
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - set(self.state_dict()))
         if missing or unexpected:
             what = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
