@@ -4,6 +4,7 @@ Then each kind of bad input gets one clear line and exit code 1."""
 
 import json
 import shutil
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -117,8 +118,19 @@ def test_bad_data_is_one_line(world, tmp_path):
                    "column 'image' has type binary; expected struct")
 
 
-def test_bad_run_folders_and_settings_are_one_line(world, run, tmp_path):
+def test_bad_run_folders_and_settings_are_one_line(world, run, tmp_path, monkeypatch):
     root, w, small = world
+    locked, mkdir = tmp_path / "locked", Path.mkdir
+
+    def unwritable(self, *args, **kwargs):  # root may write anywhere, so a mode bit cannot refuse it here
+        if self == locked or locked in self.parents:
+            raise PermissionError(13, "Permission denied", str(self))
+        return mkdir(self, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "mkdir", unwritable)
+        one_error_line(runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(locked / "r"), *small]),
+                       f"Permission denied: '{locked / 'r'}'")
     one_error_line(runner.invoke(app, ["pretrain", "--data", str(root / "shards"), "--out", str(run), *small]),
                    "already exists")
     plain = tmp_path / "plain.txt"

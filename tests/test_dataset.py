@@ -110,7 +110,7 @@ def test_different_config_refuses_and_overwrite_rules(world, reference, tmp_path
     out = tmp_path / "copy"
     shutil.copytree(reference, out)
     other = dataclasses.replace(CONFIG, seed=8)
-    with pytest.raises(DatasetError, match=r"holds a different dataset \(config differs in plan.seed\); pass --overwrite"):
+    with pytest.raises(DatasetError, match=r"holds a different dataset \(config differs in plan.seed\); pass `overwrite=True`"):
         build(world, out, other)
     assert tree_bytes(out) == tree_bytes(reference)
     (out / "notes.txt").write_text("mine")
@@ -130,7 +130,7 @@ def test_different_config_refuses_and_overwrite_rules(world, reference, tmp_path
     project.mkdir()
     (project / "manifest.json").write_text('{"name": "my-project"}')
     (project / "README.md").write_text("# my notes")
-    with pytest.raises(DatasetError, match="not a synth dataset manifest .* refusing to touch .* even with --overwrite"):
+    with pytest.raises(DatasetError, match="not a synth dataset manifest .* refusing to touch .* even with `overwrite=True`"):
         build(world, project, overwrite=True)
     assert (project / "README.md").read_text() == "# my notes" and "my-project" in (project / "manifest.json").read_text()
 

@@ -136,7 +136,7 @@ def test_an_existing_folder_of_ours_needs_force(tmp_path):
     ours = tmp_path / "e5"
     ours.mkdir()
     (ours / STAMP).write_text(json.dumps({"converter": e5_convert.CONVERTER}))
-    with pytest.raises(ConversionError, match="--force"):
+    with pytest.raises(ConversionError, match="force=True"):
         prepare_text_encoder(ours)
 
 
@@ -154,7 +154,7 @@ def test_running_again_keeps_an_unchanged_folder_and_names_a_changed_file(tmp_pa
     cli = CliRunner().invoke(text_encoder_app, ["prepare", "--out", str(ours)])
     assert cli.exit_code == 0 and "already prepared" in cli.output, cli.output
     (ours / "config.json").write_text('{"changed": 1}')
-    with pytest.raises(ConversionError, match=r"config.json is missing or changed.*--force"):
+    with pytest.raises(ConversionError, match=r"config.json is missing or changed.*force=True"):
         prepare_text_encoder(ours)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e5"]
 

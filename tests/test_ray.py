@@ -37,7 +37,7 @@ def test_ray_executor_writes_the_process_pool_bytes(tmp_path, monkeypatch):
 def test_ray_missing_is_one_clear_error(tmp_path, monkeypatch):
     w = make_world(tmp_path / "world", monkeypatch)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
-    with pytest.raises(DatasetError, match=r"--executor ray needs Ray: pip install '\.\[ray\]'"):
+    with pytest.raises(DatasetError, match=r"`executor='ray'` needs Ray: pip install '\.\[ray\]'"):
         build_dataset(tmp_path / "out", PlanConfig(langs=("es",), ids="0:2"), RenderConfig(), lexicon_path=w.lexicon,
                       catalogue_path=w.catalogue, executor="ray")
     assert not (tmp_path / "out").exists()  # refused before anything was written

@@ -180,7 +180,7 @@ def test_a_run_that_saved_no_checkpoint_restarts_with_resume_latest(tiny, tmp_pa
     real = trainer.RetrievalLoss.forward
     monkeypatch.setattr(trainer.RetrievalLoss, "forward", lambda self, **kw: {
         k: v * float("nan") if k == "loss" else v for k, v in real(self, **kw).items()})
-    with pytest.raises(TrainingError, match="no checkpoint was written yet, so --resume latest starts the run again"):
+    with pytest.raises(TrainingError, match="no checkpoint was written yet, so `resume='latest'` starts the run again"):
         train_stage(tiny_config(bert), [data], tmp_path / "run", lexicon)
     monkeypatch.setattr(trainer.RetrievalLoss, "forward", real)
     with pytest.raises(TrainingError, match="already exists and is not empty"):  # never silently over it

@@ -63,7 +63,7 @@ class Part:
     def __post_init__(self) -> None:
         if not (isinstance(self.count, int) and self.count >= 1 and isinstance(self.index, int)
                 and 0 <= self.index < self.count):
-            raise DatasetError(f"shard index {self.index} of {self.count}: need 0 ≤ --shard-index < --num-shards")
+            raise DatasetError(f"shard index {self.index} of {self.count}: need 0 ≤ `shard_index` < `num_shards`")
 
     def to_dict(self) -> dict:
         return {"index": self.index, "count": self.count}
@@ -221,7 +221,7 @@ def _claim_output(out: Path, planned: dict, overwrite: bool) -> dict[str, ShardR
         existing = read_manifest(out)
     except DatasetError as exc:
         # Not a manifest we wrote (ours are written atomically): the folder is someone else's.
-        raise DatasetError(f"{exc}; refusing to touch {out}, even with --overwrite — choose another folder") from None
+        raise DatasetError(f"{exc}; refusing to touch {out}, even with `overwrite=True` — choose another folder") from None
     same = existing.get("fingerprint") == planned["fingerprint"]
     if same and existing.get("part") != planned.get("part"):
         def name(part: dict | None) -> str:
@@ -233,7 +233,7 @@ def _claim_output(out: Path, planned: dict, overwrite: bool) -> dict[str, ShardR
     if not overwrite:
         changed = config_differences(existing.get("config", {}), planned["config"])
         what = f"config differs in {', '.join(changed[:4])}" if changed else "lexicon, catalogue or synth version differs"
-        raise DatasetError(f"output {out} holds a different dataset ({what}); pass --overwrite to replace it, or choose another folder")
+        raise DatasetError(f"output {out} holds a different dataset ({what}); pass `overwrite=True` to replace it, or choose another folder")
     foreign = foreign_files(out)
     if foreign:
         raise DatasetError(
@@ -256,7 +256,7 @@ def merge_parts(parts: list[Path], out: Path, *, lexicon_path: Path | None = Non
         manifest = read_manifest(Path(root))
         if manifest is None or "part" not in manifest:
             raise DatasetError(f"{root} is not a dataset part (no manifest with a part); build parts with "
-                               "--shard-index I --num-shards N")
+                               "`shard_index` I and `num_shards` N")
         if manifest.get("status") != PART_COMPLETE:
             p = manifest["part"]
             raise DatasetError(f"{root}: part {p['index']} of {p['count']} is not finished; run its command again "

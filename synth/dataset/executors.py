@@ -178,12 +178,12 @@ def require_ray(address: str | None = None) -> None:
     try:
         import ray  # noqa: F401
     except ImportError:
-        raise DatasetError("--executor ray needs Ray: pip install '.[ray]' (or use the default local executor)") from None
+        raise DatasetError("`executor='ray'` needs Ray: pip install '.[ray]' (or use the default local executor)") from None
     if address in (None, "auto", "local"):
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
-        raise DatasetError(f"--address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+        raise DatasetError(f"`address` {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
     try:
         socket.create_connection((host, int(port)), timeout=PROBE_SECONDS).close()
     except OSError as exc:

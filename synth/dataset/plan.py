@@ -61,12 +61,12 @@ def parse_ids(spec: str, n_entries: int) -> range:
         else:
             ids = range(int(spec))
     except ValueError:
-        raise PlanError(f"--ids {spec!r} is neither a range a:b nor a count N") from None
+        raise PlanError(f"`ids` {spec!r} is neither a range a:b nor a count N") from None
     if ids.start < 0 or len(ids) == 0:
-        raise PlanError(f"--ids {spec!r} selects no IDs; use a:b with 0 ≤ a < b, or a count N ≥ 1")
+        raise PlanError(f"`ids` {spec!r} selects no IDs; use a:b with 0 ≤ a < b, or a count N ≥ 1")
     if ids.stop > n_entries:
         raise PlanError(
-            f"--ids {spec!r} is out of range: the lexicon has {n_entries:,} entries (IDs 0:{n_entries})"
+            f"`ids` {spec!r} is out of range: the lexicon has {n_entries:,} entries (IDs 0:{n_entries})"
         )
     return ids
 

@@ -1,6 +1,6 @@
 """The `train` command: one root app; each module here holds the commands of one job (run, evaluate,
 search, export) or a sub-app (import, text-encoder). Parsing and printing only: the work is in the
-library. A `hwkit.errors.UserError` from any command prints as one line (`OneLineErrors`)."""
+library. A `hwkit.errors.UserError` from any command prints as one line, its parameters as flags (`TrainErrors`)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from typing import Annotated
 
 import typer
 
-from hwkit.errors import OneLineErrors
 from hwkit.files import exit_on_sigterm
 from train.cli import evaluate, export, run, search
+from train.cli.common import TrainErrors
 from train.cli.imports import import_app
 from train.cli.text_encoder import text_encoder_app
 
-app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, pretty_exceptions_show_locals=False)
+app = typer.Typer(cls=TrainErrors, no_args_is_help=True, pretty_exceptions_show_locals=False)
 for panel, commands in {
     "Training": {"pretrain": run.pretrain, "finetune": run.finetune, "info": run.info},
     "Evaluation": {"eval": evaluate.evaluate, "baseline": evaluate.baseline, "report": evaluate.report},

@@ -8,11 +8,19 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from hwkit.errors import fail
+from hwkit.errors import OneLineErrors, fail
 from synth.lexicon import LANGS
 
 out = Console()
 err = Console(stderr=True)
+
+
+class TrainErrors(OneLineErrors):
+    """`train`'s root and sub-app groups: library parameters no option is named after, as their flags."""
+
+    aliases = {**OneLineErrors.aliases, "csv_path": "--csv", "batch.batch_size": "--batch-size",
+               "optim.lr": "--lr"}
+
 
 DataOpt = Annotated[list[Path], typer.Option("--data", help="Shard folder (as `synth render --out` writes); repeat to combine.")]
 TextEncoderOpt = Annotated[Path | None, typer.Option("--text-encoder", help="Hugging Face encoder folder (default: the prepared multilingual-e5-small).")]

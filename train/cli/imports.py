@@ -10,13 +10,12 @@ from typing import Annotated
 
 import typer
 
-from hwkit.errors import OneLineErrors
 from hwkit.progress import progress_bar
 from synth.lexicon import Lexicon, load_lexicon
-from train.cli.common import err, out
+from train.cli.common import TrainErrors, err, out
 from train.realdata import UNMAPPED, RealWord, write_real_dataset
 
-import_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, pretty_exceptions_show_locals=False)
+import_app = typer.Typer(cls=TrainErrors, no_args_is_help=True, pretty_exceptions_show_locals=False)
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Dataset folder to create (refused if it exists, unless --overwrite).")]
 LexiconOpt = Annotated[Path | None, typer.Option("--lexicon", help="Lexicon TSV (default: lexicon/lexicon.tsv).")]

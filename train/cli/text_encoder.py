@@ -9,12 +9,12 @@ from typing import Annotated
 
 import typer
 
-from hwkit.errors import OneLineErrors, fail
+from hwkit.errors import fail
 from hwkit.progress import spinner
-from train.cli.common import err, out
+from train.cli.common import TrainErrors, err, out
 from train.towers.e5_convert import STAMP, default_encoder_dir, prepare_text_encoder
 
-text_encoder_app = typer.Typer(cls=OneLineErrors, help="Text encoders for the text tower, as local Hugging Face folders.",
+text_encoder_app = typer.Typer(cls=TrainErrors, help="Text encoders for the text tower, as local Hugging Face folders.",
                                no_args_is_help=True, pretty_exceptions_show_locals=False)
 
 

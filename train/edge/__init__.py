@@ -52,7 +52,7 @@ def read_manifest(folder: Path, files: Sequence[str]) -> dict:
         raise EdgeError(f"{folder}/manifest.json: format {manifest.get('format')!r}, expected {FORMAT}")
     for file in files:
         if file not in manifest["files"]:
-            raise EdgeError(f"{folder} has no {file}; export with --int8 to get one")
+            raise EdgeError(f"{folder} has no {file}; export with `int8=True` to get one")
         path = folder / file
         if not path.is_file() or sha256_file(path) != manifest["files"][file]:
             raise EdgeError(f"{path}: missing or changed since export (sha256 differs); export again")

@@ -124,7 +124,7 @@ def prepare_graph(fp32: Path, prepared: Path) -> list:
 
 
 def too_many_stages(asked: int, stages: int) -> str:
-    return f"--int8-fp32-stages {asked}: the image tower has {stages} stages, so at most {stages - 1} can stay in fp32 (0 quantises them all)"
+    return f"`int8_fp32_stages` {asked}: the image tower has {stages} stages, so at most {stages - 1} can stay in fp32 (0 quantises them all)"
 
 
 def leading_stages(nodes: Sequence, stages: int) -> list[str]:
@@ -234,11 +234,11 @@ class Int8Settings:
 
     def check(self, calibration: Sequence[Path]) -> None:
         if not calibration:
-            raise ExportError("int8 needs calibration images: pass --calibration SHARDS (a few hundred training images)")
+            raise ExportError("int8 needs calibration images: pass shard folders as `calibration` (a few hundred training images)")
         if self.method not in CALIBRATION_METHODS:
-            raise ExportError(f"unknown --calibration-method {self.method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
+            raise ExportError(f"unknown `calibration_method` {self.method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
         if self.weights not in INT8_WEIGHTS:
-            raise ExportError(f"unknown --int8-weights {self.weights!r}; expected one of {', '.join(INT8_WEIGHTS)}")
+            raise ExportError(f"unknown `int8_weights` {self.weights!r}; expected one of {', '.join(INT8_WEIGHTS)}")
         stages = len(BNECK_SMALL) + 2  # the stem, the bnecks, the last 1×1 conv; leading_stages checks the graph too
         if self.fp32_stages >= stages:
             raise ExportError(too_many_stages(self.fp32_stages, stages))
@@ -349,7 +349,7 @@ def quantize_export(folder: Path, calibration: Sequence[Path], settings: Int8Set
     settings.check(calibration)
     manifest = read_manifest(folder, (FP32, GALLERY))  # EdgeError (a ValueError) names the fault
     if manifest.get("int8") and not overwrite:
-        raise ExportError(f"{folder} already has an int8 graph; pass --overwrite to replace it")
+        raise ExportError(f"{folder} already has an int8 graph; pass `overwrite=True` to replace it")
     height, width = manifest["input"]["shape"][2:]
     tmp, tmp_manifest = folder / f".{INT8}.{os.getpid()}.tmp", folder / f".{MANIFEST}.{os.getpid()}.tmp"
     try:

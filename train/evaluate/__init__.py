@@ -74,11 +74,11 @@ def load_model(target: Path, text_encoder: Path | None = None, device: str | Non
                               f"{run / CONFIG} says; they belong to another run")
     recorded = provenance.get("lexicon", {})
     if lexicon is not None and recorded.get("sha256") not in (None, lexicon.sha256):
-        raise CheckpointError(f"--lexicon {lexicon.path} is not the lexicon {run} was trained with "
+        raise CheckpointError(f"`lexicon` {lexicon.path} is not the lexicon {run} was trained with "
                               f"({recorded.get('file')}, sha256 {recorded['sha256'][:12]}…); pass that one")
     encoder = Path(text_encoder) if text_encoder else Path(provenance["text_encoder"]["path"])
     if not encoder.is_dir():
-        raise CheckpointError(f"the run's text encoder folder is gone: {encoder}; pass its new place with --text-encoder")
+        raise CheckpointError(f"the run's text encoder folder is gone: {encoder}; pass its new place as `text_encoder`")
     model = DualEncoder(config.model, encoder)
     model.load_saved_state(weights, str(target))
     dev = resolve_device(device)
@@ -92,7 +92,7 @@ def embed_images(model: DualEncoder, roots: Sequence[Path], batch_size: int | No
     streamed from the shards, `batch_size` images per pass (default: `default_batch_size`)."""
     refusal = workers_refusal(workers)
     if refusal:
-        raise DataError(f"--workers: {refusal}")
+        raise DataError(f"`workers`: {refusal}")
     shards = [p for root in roots for p in find_shards(Path(root))]
     c = model.config.image
     device = next(model.parameters()).device
@@ -136,7 +136,7 @@ def evaluate(model: DualEncoder, roots: Sequence[Path], lexicon: Lexicon, *, cro
     emb, sids, langs = images["embeds"], images["semantic_ids"], images["langs"]
     if sids.max() >= len(lexicon):
         raise DataError(f"semantic ID {int(sids.max())} is not in the lexicon ({len(lexicon)} entries); "
-                         "pass the lexicon the shards were rendered from with --lexicon")
+                         "pass the lexicon the shards were rendered from as `lexicon`")
     gallery_ids = np.arange(len(lexicon)) if whole_lexicon else np.unique(sids)
     present = [lang for lang in LANG_ORDER if (langs == lang).any()]
     wanted = set(present) | ({b for a, b in DIRECTIONS if a in present} if cross_lingual else set())

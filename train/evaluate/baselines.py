@@ -53,7 +53,7 @@ class RapidOCRRecogniser:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError:
             raise BaselineError("rapidocr-onnxruntime is not installed; run `make setup` (it installs the "
-                                "baselines), or pip install --no-deps rapidocr-onnxruntime plus the "
+                                "baselines), or `pip install --no-deps rapidocr-onnxruntime` plus the "
                                 "`baselines` extra") from None
         self.engine = RapidOCR(intra_op_num_threads=1, inter_op_num_threads=1)
 

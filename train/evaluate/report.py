@@ -135,8 +135,9 @@ def _fmt(x: float | None, digits: int = 4) -> str:
 
 
 def objective(loss: dict) -> str:
-    """A run's loss config in one short phrase: "prototypes L_v2p+L_t2p" or "InfoNCE L_v2t+L_t2v+L_INV"."""
+    """A run's loss config in one short phrase: "prototypes L_v2p+L_t2p+L_PHOC" or "InfoNCE L_v2t+L_t2v+L_INV"."""
     inv = "+L_INV" if loss["use_inv"] and loss["lam"] > 0 else ""
+    inv += "+L_PHOC" if loss.get("phoc", 0) > 0 else ""
     if loss.get("objective", "infonce") == "prototype":
         return f"prototypes L_v2p{'+L_t2p' if loss.get('align', 0) > 0 else ''}{inv}"
     terms = "+".join(t for t, on in (("L_v2t", loss["use_v2t"]), ("L_t2v", loss["use_t2v"])) if on)
@@ -178,7 +179,7 @@ def elsewhere_summary(run: Path, ood: Sequence[Path], in_domain: Sequence[Path])
             if roots and names == sorted(Path(r).name for r in roots):
                 found[kind] = saved
     if "ood" not in found:
-        raise ReportError(f"--elsewhere {run}: no report in {run / 'eval'} covers the --ood sets "
+        raise ReportError(f"`elsewhere` {run}: no report in {run / 'eval'} covers the `ood` sets "
                           f"({', '.join(Path(r).name for r in ood)}); run `train eval --cross-lingual` on them there")
     return {"summary": summary, **found}
 

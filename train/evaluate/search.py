@@ -145,7 +145,7 @@ def images_for_text(model: DualEncoder, index: Index, text: str, langs: Sequence
         raise SearchError(f"{index.path} was built with other weights ({index.meta['run']}); search it with that "
                           "run, or rebuild the index with this one")
     if not text.strip():
-        raise SearchError("empty --text")
+        raise SearchError("empty `text`")
     query = embed_texts(model, [text.strip()])[0]
     allowed = np.isin(index.rows["lang"], _check_langs(langs))
     scores = np.where(allowed, index.embeds @ query, -np.inf)

@@ -169,7 +169,7 @@ def write_real_dataset(
                           f"{result.skipped[0]})")
     if not rows:
         raise SourceError(f"none of the {sum(result.unmapped.values()):,} words maps to the lexicon "
-                           f"({lexicon.path.name}): check the source's language, or pass the right --lexicon")
+                           f"({lexicon.path.name}): check the source's language, or pass the right `lexicon`")
     rows.sort(key=lambda r: r[SEMANTIC_ID])  # stable: source order within an ID
     result.rows, result.ids, result.writers = len(rows), len({r[SEMANTIC_ID] for r in rows}), len(writers)
     _write(rows, out, lexicon, config, command, overwrite, rows_per_shard, shard_config, result)

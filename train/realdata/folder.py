@@ -16,7 +16,7 @@ REQUIRED = ("path", "text", "lang")
 def folder_words(csv_path: Path) -> Iterator[RealWord]:
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise SourceError(f"{csv_path}: no such CSV file; pass --csv with a file of path,text,lang rows")
+        raise SourceError(f"{csv_path}: no such CSV file; pass as `csv_path` a file of path,text,lang rows")
     base = csv_path.parent
     with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets write a BOM
         reader = csv.DictReader(f)

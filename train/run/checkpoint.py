@@ -119,7 +119,7 @@ def save_checkpoint(run: Path, model_state: dict[str, torch.Tensor], optimizer: 
 def latest_checkpoint(run: Path) -> Path:
     pointer = run / CHECKPOINTS / LATEST
     if not pointer.is_file():
-        raise CheckpointError(f"{run}: no checkpoint to resume from (no {CHECKPOINTS}/{LATEST}); start without --resume")
+        raise CheckpointError(f"{run}: no checkpoint to resume from (no {CHECKPOINTS}/{LATEST}); start without `resume`")
     return run / CHECKPOINTS / pointer.read_text(encoding="utf-8").strip()
 
 
@@ -175,7 +175,7 @@ def save_final(run: Path, model_state: dict[str, torch.Tensor], summary: dict) -
 def read_run_config(run: Path) -> dict:
     path = run / CONFIG
     if not path.is_file():
-        raise CheckpointError(f"{run}: not a training run (no {CONFIG}); pass the --out folder of `train pretrain`")
+        raise CheckpointError(f"{run}: not a training run (no {CONFIG}); pass the `out` folder of a training run")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:

@@ -82,7 +82,7 @@ def lexicon_texts(lexicon: Lexicon, semantic_ids: np.ndarray, langs: np.ndarray,
     bad = np.flatnonzero((semantic_ids < 0) | (semantic_ids >= n))
     if bad.size:
         raise DataError(f"{where}: semantic ID {int(semantic_ids[bad[0]])} is not in the lexicon ({n} entries, "
-                        f"{lexicon.path.name}); pass the lexicon the shards were rendered from with --lexicon")
+                        f"{lexicon.path.name}); pass the lexicon the shards were rendered from as `lexicon`")
     table = {lang: lexicon.texts(lang) for lang in np.unique(langs).tolist()}
     texts = np.empty(len(semantic_ids), dtype=object)
     for i, (sid, lang, text) in enumerate(zip(semantic_ids.tolist(), langs.tolist(), stored)):
@@ -92,7 +92,7 @@ def lexicon_texts(lexicon: Lexicon, semantic_ids: np.ndarray, langs: np.ndarray,
             raise DataError(f"{where}: row {i} has language {lang!r}; expected en, es or zh") from None
         if text.casefold() != expected.casefold():
             raise DataError(f"{where}: row {i} reads {text!r} but lexicon entry {sid} ({lang}) is {expected!r}; "
-                            f"the shards were rendered from another lexicon: pass it with --lexicon")
+                            f"the shards were rendered from another lexicon: pass it as `lexicon`")
         texts[i] = expected
     return texts
 

@@ -119,15 +119,15 @@ def resolve_device(name: str | None) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise DeviceError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+        raise DeviceError(f"`device` {name!r} is not a device; use cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise DeviceError(f"--device {name}: no CUDA device here (or a CPU build of torch); use --device cpu")
+            raise DeviceError(f"`device` {name}: no CUDA device here (or a CPU build of torch); use `device='cpu'`")
         if device.index is not None and device.index >= count:
-            raise DeviceError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+            raise DeviceError(f"`device` {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
     elif device.type != "cpu":
-        raise DeviceError(f"--device {name!r}: only cpu and cuda devices are supported")
+        raise DeviceError(f"`device` {name!r}: only cpu and cuda devices are supported")
     return device
 
 

@@ -64,15 +64,15 @@ def check_resume(run: Path, record: dict) -> None:
     if diffs:
         shown = ", ".join(diffs[:4]) + (f" and {len(diffs) - 4} more" if len(diffs) > 4 else "")
         raise TrainingError(f"{run}: cannot resume: this command differs from the run's {CONFIG} in {shown}; "
-                            "resume with the original settings or start a new --out")
+                            "resume with the original settings or start a new `out`")
 
 
 def prepare_out(out: Path, resume: str | None) -> Path | None:
     """The checkpoint to resume from (None for a fresh run), refusing to reuse a non-empty folder."""
     if resume is None:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise TrainingError(f"{out} already exists and is not empty; pass --resume latest to continue that run, "
-                                "or choose another --out")
+            raise TrainingError(f"{out} already exists and is not empty; pass `resume='latest'` to continue that run, "
+                                "or choose another `out`")
         return None
     if resume == "latest":
         if (out / CONFIG).is_file() and not (out / CHECKPOINTS / LATEST).is_file():

@@ -3,7 +3,7 @@
 Pre-training and fine-tuning are the same loop; they differ only in their stage config and in where the
 weights start (random, or `init` = a previous run). Every step:
 
-    lr(step) → forward (bf16 autocast on CUDA) → RetrievalLoss → backward → finite check → clip → AdamW → clamp τ
+    lr(step) → forward (bf16 autocast on CUDA) → RetrievalLoss (+ β·L_PHOC) → backward → finite check → clip → AdamW → clamp τ
 
 Determinism: the batch order depends only on (seed, epoch), augmentation on (seed, epoch, batch), dropout on
 the torch RNG saved in each checkpoint, and the learning rate is a pure function of the step. So a run
@@ -256,7 +256,7 @@ def _set_up(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Lexicon
     per_epoch = len(sampler)
     if per_epoch == 0:
         raise TrainingError(f"{len(shards):,} rows is fewer than one batch of {config.batch.batch_size}; "
-                            "lower batch.batch_size (--batch-size)")
+                            "lower `batch.batch_size`")
     total = config.optim.epochs * per_epoch
     if config.optim.max_steps:
         total = min(total, config.optim.max_steps)
@@ -364,7 +364,7 @@ def _load_init(model: DualEncoder, init: Path, config: RunConfig) -> None:
     theirs = read_run_config(run)["config"]["model"]
     diffs = config_differences(theirs, config.to_dict()["model"], "model.")
     if diffs:
-        raise TrainingError(f"--init {init}: that run's model differs from this config in {', '.join(diffs[:4])}; "
+        raise TrainingError(f"`init` {init}: that run's model differs from this config in {', '.join(diffs[:4])}; "
                             "use the same preset (or model overrides) for both stages")
     model.load_saved_state(weights, str(init))
 
@@ -373,7 +373,7 @@ def _diverged(out: Path, state: TrainState, loss: float, norm: float) -> None:
     try:
         last = f"the last good checkpoint is {latest_checkpoint(out)}"
     except CheckpointError:
-        last = "no checkpoint was written yet, so --resume latest starts the run again from step 0"
+        last = "no checkpoint was written yet, so `resume='latest'` starts the run again from step 0"
     raise TrainingError(f"training diverged at step {state.step + 1} (epoch {state.epoch}): loss {loss}, "
                         f"gradient norm {norm}; nothing was saved from this step, {last}; "
-                        "lower optim.lr or set optim.grad_clip, then --resume latest")
+                        "lower `optim.lr` or set `optim.grad_clip`, then `resume='latest'`")

@@ -157,7 +157,7 @@ def existing_stamp(out_dir: Path) -> dict | None:
     for name, digest in files.items():
         if not (out_dir / name).is_file() or sha256_file(out_dir / name) != digest:
             raise ConversionError(f"{out_dir / name} is missing or changed since it was prepared; "
-                                  "rebuild the folder with --force")
+                                  "rebuild the folder with `force=True`")
     return stamp if files else None
 
 
@@ -170,7 +170,7 @@ def check_destination(out_dir: Path, force: bool) -> None:
         raise ConversionError(f"{out_dir} exists and was not made by `train text-encoder prepare` "
                               f"(no {STAMP}); refusing to touch it")
     if not force:
-        raise ConversionError(f"{out_dir} already exists (use --force to rebuild it)")
+        raise ConversionError(f"{out_dir} already exists (pass `force=True` to rebuild it)")
     files = json.loads((out_dir / STAMP).read_text(encoding="utf-8")).get("files") or {}
     extra = files_besides(out_dir, [STAMP, *files])
     if extra:  # --force replaces the whole folder: what we did not write would be lost
