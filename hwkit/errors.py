@@ -58,9 +58,9 @@ def with_flags(message: str, flags: Mapping[str, str]) -> str:
 
 
 def cli_flags(command: Any) -> dict[str, str]:
-    """Every option's parameter name → its first flag, over a command tree; a name that two commands spell
+    """Every option's parameter name → its long flag, over a command tree; a name that two commands spell
     differently is left out (a message naming it keeps the parameter's name). `command` is a click command
-(Typer's own copy of click: its classes are not `click`'s, hence duck typing)."""
+    (Typer's own copy of click: its classes are not `click`'s, hence duck typing)."""
     seen: dict[str, set[str]] = {}
     stack = [command]
     while stack:
