@@ -90,3 +90,11 @@ def test_the_head_trains_and_stays_out_of_retrieval(tmp_path):
     train_stage(config, [data], tmp_path / "from-plain", lexicon, init=tmp_path / "plain")
     assert "phoc_head.weight" not in load_file(tmp_path / "from-aux" / "model.safetensors")
     assert "phoc_head.weight" in load_file(tmp_path / "from-plain" / "model.safetensors")
+
+
+def test_a_negative_weight_or_no_buckets_is_refused():
+    from train.config import ConfigError, load_config
+
+    for key, value in (("loss.phoc", -1.0), ("loss.phoc_buckets", 0)):
+        with pytest.raises(ConfigError, match="loss.phoc must be ≥ 0 and loss.phoc_buckets ≥ 1"):
+            load_config("cpu-small", "pretrain", {key: value})
