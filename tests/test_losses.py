@@ -9,7 +9,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train.objectives.losses import InfoNCE, InvarianceLoss, LexiconInfoNCE, LogitScale, PrototypeLoss, RetrievalLoss  # noqa: E402
+from train.objectives.losses import (  # noqa: E402
+    InfoNCE,
+    InvarianceLoss,
+    LexiconInfoNCE,
+    LogitScale,
+    PerLanguageGalleryLoss,
+    PrototypeLoss,
+    RetrievalLoss,
+)
 
 SEEDS = range(5)
 
@@ -180,6 +188,54 @@ def test_prototype_loss_is_low_when_translations_and_images_meet():
     assert out["v2p"].item() < 1e-3 and out["t2p"].item() < 1e-3
     with pytest.raises(ValueError, match="no text in the gallery"):
         PrototypeLoss()(points[y], y + 10, points[gallery_ids], gallery_ids, torch.tensor(10.0))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_per_language_gallery_loss_matches_brute_force(seed):
+    """L_v2g by loops: for each (image, language) whose ID has a text there, −log of its right texts' share
+    of that language's texts; an ID without a text in a language is skipped there, a text of two languages
+    counts in both."""
+    v, t, y = make_batch(seed)  # IDs 0..3
+    ids = [0, 0, 0, 1, 1, 2, 2, 2, 3, 3, 5]
+    gallery, gallery_ids = make_gallery(seed, ids)
+    languages = torch.tensor([[1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1],   # en: ID 1's text 3 is also Spanish
+                              [0, 1, 0, 1, 0, 0, 1, 0, 0, 0, 0],   # es: IDs 3 and 5 have none
+                              [0, 0, 1, 0, 1, 0, 0, 1, 0, 1, 0]], dtype=torch.bool)
+    scale = 7.0
+    got = PerLanguageGalleryLoss()(v, y, gallery, gallery_ids, languages, torch.tensor(scale, dtype=v.dtype))
+    terms = []
+    for vi, yi in zip(v.tolist(), y.tolist()):
+        for member in languages.tolist():
+            e = [math.exp(scale * dot(vi, g)) for g, m in zip(gallery.tolist(), member) if m]
+            right = [x for x, m, k in zip(e, [m for m in member if m], [k for k, m in zip(ids, member) if m])
+                     if k == yi]
+            if right:
+                terms.append(-math.log(sum(right) / sum(e)))
+    assert got.item() == pytest.approx(sum(terms) / len(terms), rel=1e-10)
+    out = RetrievalLoss(objective="prototype", use_inv=False, align=0.5, galleries=2.0)(
+        v, t, y, torch.tensor(scale, dtype=v.dtype), gallery_embeds=gallery, gallery_ids=gallery_ids,
+        gallery_languages=languages)
+    assert set(out) == {"loss", "v2p", "t2p", "v2g"}
+    assert out["loss"].item() == pytest.approx((out["v2p"] + 0.5 * out["t2p"] + 2.0 * got).item(), rel=1e-10)
+    with pytest.raises(ValueError, match="languages must be"):
+        PerLanguageGalleryLoss()(v, y, gallery, gallery_ids, languages[:, :4], torch.tensor(scale))
+    with pytest.raises(ValueError, match="needs gallery_languages"):
+        RetrievalLoss(objective="prototype", galleries=1.0)(v, t, y, torch.tensor(scale), gallery_embeds=gallery,
+                                                            gallery_ids=gallery_ids)
+
+
+def test_per_language_gallery_loss_asks_for_translations():
+    """Images on their own language's text but far from their translations: L_t2p and L_v2p are content
+    with texts kept apart, L_v2g is not; with the translations on one point it is near 0."""
+    g = torch.Generator().manual_seed(0)
+    apart = torch.nn.functional.normalize(torch.randn(6, 64, generator=g, dtype=torch.float64), dim=1)
+    ids, langs = torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([0, 0, 0, 1, 1, 1])  # 3 IDs × 2 languages
+    member = torch.stack([langs == 0, langs == 1])
+    scale = torch.tensor(30.0, dtype=torch.float64)
+    kept_apart = PerLanguageGalleryLoss()(apart, ids, apart, ids, member, scale)  # each image on its own text
+    met = apart[ids]  # both languages' texts of ID k on one point
+    together = PerLanguageGalleryLoss()(met, ids, met, ids, member, scale)
+    assert together.item() < 1e-3 < kept_apart.item()
 
 
 def test_every_term_off_is_an_error():

@@ -44,6 +44,10 @@ def test_presets_load_and_reject_typos():
         load_config("gpu-huge", "pretrain")
     with pytest.raises(ConfigError, match="every loss term is off"):
         load_config("paper", "pretrain", {"loss.use_v2t": False, "loss.use_t2v": False, "loss.use_inv": False})
+    with pytest.raises(ConfigError, match="loss.galleries .L_v2g. is a term of the prototype objective"):
+        load_config("paper", "pretrain", {"loss.galleries": 1.0})
+    with pytest.raises(ConfigError, match="loss.lam, loss.align and loss.galleries must be ≥ 0"):
+        load_config("cpu-small", "pretrain", {"loss.galleries": -1.0})
 
 
 def test_lr_schedule_matches_its_formula():
@@ -232,18 +236,18 @@ def test_training_learns_the_fixture_task(tiny, tmp_path):
 
 @pytest.mark.slow  # make test-fast leaves it out
 def test_prototype_objective_learns_across_languages_and_logs_validation(tiny, tmp_path):
-    """The prototype objective (texts of an ID drawn onto one prototype) retrieves across languages; --val
-    scores each epoch into metrics.jsonl and curves.png."""
+    """The prototype objective (texts of an ID drawn onto one prototype, with L_v2g) retrieves across
+    languages; --val scores each epoch into metrics.jsonl and curves.png."""
     _, lexicon, bert, _ = tiny
     data = write_shards(tmp_path / "more", per_id=6, seed=1)
     held = write_shards(tmp_path / "held", per_id=2, seed=9)
     config = tiny_config(bert, **{"optim.epochs": 12, "batch.batch_size": 24, "optim.lr": 3e-3, "precise_bn_batches": 6,
                                   "loss.objective": "prototype", "loss.use_inv": False, "model.text.proj_hidden": 32,
-                                  "val_every": 4})
+                                  "loss.galleries": 1.0, "val_every": 4})
     epochs = []
     train_stage(config, [data], tmp_path / "run", lexicon, val=[held], on_epoch=epochs.append)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert {"v2p", "t2p"} <= set(records[0]) and "itc" not in records[0]
+    assert {"v2p", "t2p", "v2g"} <= set(records[0]) and "itc" not in records[0]
     scored = [r for r in records if "val_acc1" in r]
     assert [r["epoch_done"] for r in scored] == [4, 8, 12] and scored == [r for r in epochs if "val_acc1" in r]
     assert {"val_acc1_en", "val_acc1_es", "val_acc1_zh", "val_cross_acc1"} <= set(scored[-1])
@@ -270,7 +274,8 @@ def test_text_gallery_positives_by_brute_force():
     """Columns are the distinct (ID, text) pairs; a homograph ("sol" for IDs 1 and 3) is a column of each."""
     texts = np.array(["sun", "sol", "太阳", "sol", "floor", "sun", "sol"], dtype=object)
     ids = np.array([1, 1, 1, 3, 3, 1, 3])
-    gallery = TextGallery(texts, ids)
+    langs = np.array(["en", "es", "zh", "es", "en", "en", "en"])  # ID 3's "sol" is English and Spanish
+    gallery = TextGallery(texts, ids, langs)
     pairs = sorted(set(zip(ids.tolist(), texts.tolist())))
     assert list(zip(gallery.ids.tolist(), gallery.texts)) == pairs
     assert [(gallery.ids[k], gallery.texts[k]) for k in gallery.index] == list(zip(ids, texts))
@@ -280,6 +285,10 @@ def test_text_gallery_positives_by_brute_force():
         for i, r in enumerate(rows):
             for k, (y, text) in enumerate(pairs):
                 assert mask[i, k] == ((y, text) == (ids[r], texts[r]) or (label_aware and y == ids[r]))
+    assert gallery.languages == ["en", "es", "zh"]
+    for k, (y, text) in enumerate(pairs):  # a column is in a language when a row of that language uses it
+        assert gallery.language_mask[:, k].tolist() == [
+            any((ids[r], texts[r], langs[r]) == (y, text, lang) for r in range(len(ids))) for lang in gallery.languages]
 
 
 @pytest.mark.slow  # make test-fast leaves it out

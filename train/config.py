@@ -89,6 +89,9 @@ class LossConfig:
     # one language-agnostic prototype per semantic ID (train/objectives/losses.py). Absent from runs made before it: infonce.
     objective: str = "infonce"
     align: float = 1.0              # α, weight of L_t2p (prototype objective)
+    # γ, weight of L_v2g (prototype objective): each image also classified against the training texts of
+    # each language in turn, its own script's and the other two (the evaluation's galleries). 0: off.
+    galleries: float = 0.0
     use_v2t: bool = True
     use_t2v: bool = True
     use_inv: bool = True
@@ -298,7 +301,10 @@ def validate(c: RunConfig, where: str) -> None:
          f"data.augment_level must be 'light' or 'strong', got {c.data.augment_level!r}"),
         (c.loss.objective in ("infonce", "prototype"),
          f"loss.objective must be 'infonce' or 'prototype', got {c.loss.objective!r}"),
-        (c.loss.lam >= 0 and c.loss.align >= 0, f"loss.lam and loss.align must be ≥ 0, got {c.loss.lam}, {c.loss.align}"),
+        (c.loss.lam >= 0 and c.loss.align >= 0 and c.loss.galleries >= 0,
+         f"loss.lam, loss.align and loss.galleries must be ≥ 0, got {c.loss.lam}, {c.loss.align}, {c.loss.galleries}"),
+        (c.loss.galleries == 0 or c.loss.objective == "prototype",
+         f"loss.galleries (L_v2g) is a term of the prototype objective; got loss.objective {c.loss.objective!r}"),
         (c.loss.phoc >= 0 and c.loss.phoc_buckets >= 1,
          f"loss.phoc must be ≥ 0 and loss.phoc_buckets ≥ 1, got {c.loss.phoc}, {c.loss.phoc_buckets}"),
         (c.loss.negatives in ("batch", "lexicon"),

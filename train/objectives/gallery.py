@@ -11,7 +11,7 @@ class TextGallery:
     semantic ID of each column, `index` (rows,) the column of each row's own text. A homograph ("pie" is an
     English and a Spanish word of two IDs) is one column per ID: its prototype is the ID's, not a blend."""
 
-    def __init__(self, row_texts: np.ndarray, semantic_ids: np.ndarray) -> None:
+    def __init__(self, row_texts: np.ndarray, semantic_ids: np.ndarray, row_langs: np.ndarray | None = None) -> None:
         texts, text_of_row = np.unique(row_texts.astype(str), return_inverse=True)
         pairs, index = np.unique(np.stack([semantic_ids, text_of_row.reshape(-1)]), axis=1, return_inverse=True)
         self.index = index.reshape(-1)
@@ -19,6 +19,11 @@ class TextGallery:
         self.texts: list[str] = texts[pairs[1]].tolist()
         self.semantic_ids = semantic_ids
         starts = np.flatnonzero(np.r_[True, self.ids[1:] != self.ids[:-1]])
+        # (L, N): which languages each column is an entry of (for L_v2g), languages in sorted order
+        self.languages = sorted(set(row_langs.tolist())) if row_langs is not None else []
+        self.language_mask = np.zeros((len(self.languages), len(self.texts)), dtype=bool)
+        for k, lang in enumerate(self.languages):
+            self.language_mask[k, self.index[row_langs == lang]] = True
         self.columns_of_id = dict(zip(self.ids[starts].tolist(), np.split(np.arange(len(self.ids)), starts[1:]),
                                       strict=True))
 

@@ -22,7 +22,14 @@ ID, the normalised sum of its texts' embeddings; images and texts are both class
     p_k   = Σ_{n: c_n = k} g_n / ‖Σ_{n: c_n = k} g_n‖
     L_v2p = −(1/B) Σ_i log( exp(s(v_i,p_{y_i})/τ) / Σ_k exp(s(v_i,p_k)/τ) )
     L_t2p = −(1/B) Σ_i log( exp(s(t_i,p_{y_i})/τ) / Σ_k exp(s(t_i,p_k)/τ) )
-    L     = L_v2p + α·L_t2p (+ λ·L_INV when on)
+    L     = L_v2p + α·L_t2p (+ γ·L_v2g) (+ λ·L_INV when on)
+
+With γ = `galleries` > 0 (`PerLanguageGalleryLoss`), each image is also classified against the gallery texts
+of each language in turn — the evaluation's galleries, its own script's and the other two:
+
+    L_v2g = −(1/|S|) Σ_{(i,l)∈S} log( Σ_{n∈P_il} exp(s(v_i,g_n)/τ) / Σ_{n∈G_l} exp(s(v_i,g_n)/τ) )
+
+with G_l the gallery texts in language l, P_il = {n ∈ G_l : c_n = y_i} and S the pairs with P_il ≠ ∅.
 
 L_t2p is taken over the batch's texts t_i (each a gallery text g_n of the row's ID): an unbiased estimate of
 the mean over the whole gallery at 1/30 of its cost (B = 128 against N = 4,380; the full form was a quarter
@@ -199,6 +206,39 @@ class PrototypeLoss(nn.Module):
                 "t2p": F.cross_entropy(logit_scale * texts @ prototypes.T, text_target)}
 
 
+class PerLanguageGalleryLoss(nn.Module):
+    """L_v2g: every image classified against the gallery texts of each language in turn.
+
+    g_1..g_N are the gallery texts with semantic IDs c_n, `languages` (L, N) says which languages each text
+    is an entry of (a text such as "radio" can be both), G_l the texts of language l, P_il = {n ∈ G_l :
+    c_n = y_i} the right entries of image i in language l and S the pairs (i, l) with P_il ≠ ∅:
+        L_v2g = −(1/|S|) Σ_{(i,l)∈S} log( Σ_{n∈P_il} exp(s(v_i,g_n)/τ) / Σ_{n∈G_l} exp(s(v_i,g_n)/τ) ).
+    In its own language this is image → text classification over the lexicon; in the other two it asks an
+    image to pick its translation among that language's words, which is what cross-lingual retrieval scores.
+    L_t2p alone does not: a text classified against prototypes that contain it is right whether or not its
+    translations lie near it, and past a few hundred IDs a text projector left to it keeps them apart.
+    """
+
+    def forward(self, image_embeds: torch.Tensor, semantic_ids: torch.Tensor, gallery_embeds: torch.Tensor,
+                gallery_ids: torch.Tensor, languages: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+        if languages.ndim != 2 or languages.shape[1] != gallery_embeds.shape[0]:
+            raise ValueError(f"languages must be (L, N) with N = {gallery_embeds.shape[0]}; got {tuple(languages.shape)}")
+        g = gallery_embeds.to(torch.promote_types(gallery_embeds.dtype, torch.float32))
+        logits = logit_scale * image_embeds.to(g.dtype) @ g.T  # (B, N)
+        same_id = semantic_ids[:, None] == gallery_ids[None, :]  # (B, N)
+        losses = []
+        for member in languages:  # (N,) texts of one language
+            masked = logits.masked_fill(~member, float("-inf"))
+            positives = same_id & member
+            valid = positives.any(dim=1)  # (B,) rows whose ID has a text in this language
+            if valid.any():
+                pos = masked[valid].masked_fill(~positives[valid], float("-inf")).logsumexp(dim=1)
+                losses.append(masked[valid].logsumexp(dim=1) - pos)
+        if not losses:
+            raise ValueError("no image's semantic ID has a gallery text in any language")
+        return torch.cat(losses).mean()
+
+
 class InvarianceLoss(nn.Module):
     """Omni-modal semantic invariance loss L_INV (paper eqs. 6–7).
 
@@ -234,13 +274,14 @@ class InvarianceLoss(nn.Module):
 
 class RetrievalLoss(nn.Module):
     """Total objective: the paper's L = L_ITC + λ·L_INV (objective "infonce"), each term switchable for its
-    ablation (Table 5), or L = L_v2p + α·L_t2p + λ·L_INV (objective "prototype", `PrototypeLoss`).
+    ablation (Table 5), or L = L_v2p + α·L_t2p + γ·L_v2g + λ·L_INV (objective "prototype", `PrototypeLoss`
+    and `PerLanguageGalleryLoss`).
 
     The contrastive part averages the directions that are on: (L_v2t + L_t2v)/2 with both, the single
     one otherwise; "itc" in the output is that average. λ = `lam` (default 1.0: the paper says it sets λ
     empirically for all experiments, but the value is lost from our copy, so λ is reported with every
     result). `forward` returns {"loss", "v2t", "t2v", "itc", "inv"} (infonce) or {"loss", "v2p", "t2p",
-    "inv"} (prototype), without the keys of terms that are off.
+    "v2g", "inv"} (prototype), without the keys of terms that are off.
     """
 
     def __init__(
@@ -253,19 +294,21 @@ class RetrievalLoss(nn.Module):
         eps: float = 1e-6,  # ε smoothing of L_INV
         objective: str = "infonce",  # "infonce" (the paper's L_ITC) or "prototype" (L_v2p + α·L_t2p)
         align: float = 1.0,  # α, weight of L_t2p (prototype objective)
+        galleries: float = 0.0,  # γ, weight of L_v2g (prototype objective)
     ):
         super().__init__()
-        if lam < 0 or align < 0:
-            raise ValueError(f"lam (λ) and align (α) must be ≥ 0, got {lam} and {align}")
+        if lam < 0 or align < 0 or galleries < 0:
+            raise ValueError(f"lam (λ), align (α) and galleries (γ) must be ≥ 0, got {lam}, {align} and {galleries}")
         if objective not in ("infonce", "prototype"):
             raise ValueError(f"objective must be 'infonce' or 'prototype', got {objective!r}")
         if objective == "infonce" and not (use_v2t or use_t2v or (use_inv and lam > 0)):
             raise ValueError("every loss term is switched off: enable use_v2t, use_t2v or use_inv (with lam > 0)")
         self.use_v2t, self.use_t2v, self.use_inv, self.lam = use_v2t, use_t2v, use_inv, lam
-        self.objective, self.align = objective, align
+        self.objective, self.align, self.galleries = objective, align, galleries
         self.infonce = InfoNCE(label_aware=label_aware)
         self.lexicon_infonce = LexiconInfoNCE()
         self.prototype = PrototypeLoss()
+        self.per_language = PerLanguageGalleryLoss()
         self.invariance = InvarianceLoss(eps=eps)
 
     def forward(
@@ -277,10 +320,12 @@ class RetrievalLoss(nn.Module):
         gallery_embeds: torch.Tensor | None = None,
         gallery_positives: torch.Tensor | None = None,
         gallery_ids: torch.Tensor | None = None,
+        gallery_languages: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Loss terms for L2-normalised (B, D) embeddings, (B,) semantic IDs and the scale 1/τ.
 
-        The prototype objective needs `gallery_embeds` (N, D) with their `gallery_ids` (N,). Under infonce,
+        The prototype objective needs `gallery_embeds` (N, D) with their `gallery_ids` (N,), and L_v2g the
+        (L, N) boolean `gallery_languages`. Under infonce,
         given `gallery_embeds` and `gallery_positives` (B, N), L_v2t is `LexiconInfoNCE`'s.
         """
         _check_batch(image_embeds, text_embeds, semantic_ids)
@@ -290,6 +335,12 @@ class RetrievalLoss(nn.Module):
                 raise ValueError("the prototype objective needs gallery_embeds and gallery_ids")
             out.update(self.prototype(image_embeds, semantic_ids, gallery_embeds, gallery_ids, logit_scale, text_embeds))
             total = out["v2p"] + self.align * out["t2p"]
+            if self.galleries > 0:
+                if gallery_languages is None:
+                    raise ValueError("L_v2g (galleries > 0) needs gallery_languages")
+                out["v2g"] = self.per_language(image_embeds, semantic_ids, gallery_embeds, gallery_ids,
+                                               gallery_languages, logit_scale)
+                total = total + self.galleries * out["v2g"]
             if self.use_inv:
                 out["inv"] = self.invariance(image_embeds, text_embeds, semantic_ids)
                 total = total + self.lam * out["inv"]

@@ -205,6 +205,8 @@ class _Stage:
         global_rows = outputs.pop("rows").cpu().numpy()
         if c.loss.objective == "prototype":
             outputs["gallery_ids"] = torch.as_tensor(gallery.ids, device=dev)
+            if c.loss.galleries > 0:
+                outputs["gallery_languages"] = torch.as_tensor(gallery.language_mask, device=dev)
         elif gallery is not None:
             outputs["gallery_positives"] = torch.as_tensor(gallery.positives(global_rows, c.loss.label_aware), device=dev)
         phoc_logits = outputs.pop("phoc_logits", None)
@@ -271,8 +273,8 @@ def _set_up(config: RunConfig, data: Sequence[Path], out: Path, lexicon: Lexicon
     encoder_scale = o.encoder_lr / o.lr if o.encoder_lr else 1.0
     optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay, encoder_scale), lr=o.lr, betas=o.betas)
     loss_fn = RetrievalLoss(loss.use_v2t, loss.use_t2v, loss.use_inv, loss.lam, loss.label_aware,
-                            objective=loss.objective, align=loss.align)
-    gallery = TextGallery(shards.texts, shards.semantic_ids) \
+                            objective=loss.objective, align=loss.align, galleries=loss.galleries)
+    gallery = TextGallery(shards.texts, shards.semantic_ids, shards.langs) \
         if loss.objective == "prototype" or loss.negatives == "lexicon" else None
     phoc = PhocTargets(shards.texts, loss.phoc_buckets) if loss.phoc else None
     state, rng = TrainState(), None
