@@ -34,7 +34,7 @@ def test_report_tables_match_the_evaluation(tmp_path):
     train_stage(tiny_config(bert, "finetune", **{"optim.max_steps": 1}), [in_domain], tmp_path / "fine", lexicon,
                 init=tmp_path / "run")
     train_stage(tiny_config(bert, **{"optim.max_steps": 1, "loss.objective": "prototype", "loss.use_inv": False,
-                                     "loss.phoc": 1.0, "model.image.crop": True}), [train_data], tmp_path / "proto", lexicon)
+                                     "loss.phoc": 1.0, "loss.galleries": 1.0, "model.image.crop": True}), [train_data], tmp_path / "proto", lexicon)
 
     # A run "from another machine": its own `train eval` reports travel, its weights do not.
     remote = tmp_path / "remote"
@@ -77,7 +77,7 @@ def test_report_tables_match_the_evaluation(tmp_path):
             f"{within['acc@1']:.4f} | {cross:.4f} | {within['mrr']:.4f} |") in page
     assert "| full | InfoNCE L_v2t+L_t2v+L_INV | – | pre-trained only | train | 32×128 |" in page
     assert "| full+ft | InfoNCE L_v2t+L_t2v+L_INV | – | fine-tuned | in-domain | 32×128 |" in page
-    assert "| proto | prototypes L_v2p+L_t2p+L_PHOC | ✓ | pre-trained only | train | 32×128 |" in page
+    assert "| proto | prototypes L_v2p+L_t2p+L_v2g+L_PHOC | ✓ | pre-trained only | train | 32×128 |" in page
     assert "Short of the paper: its out-of-distribution Acc@1 is 0.8605" in page  # a 3-step model is far from it
     assert f"R/D ratio of the image embeddings over these sets: {expected_ood['rd_ratio']:.4f}" in page
     assert f"train report \\\n  --run {tmp_path / 'run'}" in page  # the command that made it

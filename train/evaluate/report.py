@@ -135,11 +135,12 @@ def _fmt(x: float | None, digits: int = 4) -> str:
 
 
 def objective(loss: dict) -> str:
-    """A run's loss config in one short phrase: "prototypes L_v2p+L_t2p+L_PHOC" or "InfoNCE L_v2t+L_t2v+L_INV"."""
+    """A run's loss config in one short phrase: "prototypes L_v2p+L_t2p+L_v2g+L_PHOC" or "InfoNCE L_v2t+L_t2v+L_INV"."""
     inv = "+L_INV" if loss["use_inv"] and loss["lam"] > 0 else ""
     inv += "+L_PHOC" if loss.get("phoc", 0) > 0 else ""
     if loss.get("objective", "infonce") == "prototype":
-        return f"prototypes L_v2p{'+L_t2p' if loss.get('align', 0) > 0 else ''}{inv}"
+        galleries = "+L_v2g" if loss.get("galleries", 0) > 0 else ""
+        return f"prototypes L_v2p{'+L_t2p' if loss.get('align', 0) > 0 else ''}{galleries}{inv}"
     terms = "+".join(t for t, on in (("L_v2t", loss["use_v2t"]), ("L_t2v", loss["use_t2v"])) if on)
     extras = ", label-aware" if loss.get("label_aware") else ""
     extras += ", lexicon negatives" if loss.get("negatives") == "lexicon" else ""

@@ -225,18 +225,19 @@ class PerLanguageGalleryLoss(nn.Module):
             raise ValueError(f"languages must be (L, N) with N = {gallery_embeds.shape[0]}; got {tuple(languages.shape)}")
         g = gallery_embeds.to(torch.promote_types(gallery_embeds.dtype, torch.float32))
         logits = logit_scale * image_embeds.to(g.dtype) @ g.T  # (B, N)
-        same_id = semantic_ids[:, None] == gallery_ids[None, :]  # (B, N)
-        losses = []
-        for member in languages:  # (N,) texts of one language
-            masked = logits.masked_fill(~member, float("-inf"))
-            positives = same_id & member
-            valid = positives.any(dim=1)  # (B,) rows whose ID has a text in this language
-            if valid.any():
-                pos = masked[valid].masked_fill(~positives[valid], float("-inf")).logsumexp(dim=1)
-                losses.append(masked[valid].logsumexp(dim=1) - pos)
-        if not losses:
+        # Σ_{n∈G_l} and Σ_{n∈P_il} as products with the (N, L) membership: one exp over (B, N) for every
+        # language instead of a masked logsumexp each (those cost 7× the prototype loss at N = 4,380 on a
+        # 2-core CPU). In float64 after subtracting each row's maximum, so no term underflows at 1/τ ≤ 100.
+        top = logits.detach().amax(dim=1, keepdim=True)
+        e = (logits - top).double().exp()  # (B, N)
+        member = languages.T.double()  # (N, L)
+        same_id = (semantic_ids[:, None] == gallery_ids[None, :]).double()  # (B, N)
+        right = (e * same_id) @ member  # (B, L) Σ over P_il
+        valid = (same_id @ member) > 0  # (B, L) pairs in S
+        if not valid.any():
             raise ValueError("no image's semantic ID has a gallery text in any language")
-        return torch.cat(losses).mean()
+        nll = (e @ member).log() - right.where(valid, 1.0).log()  # (B, L)
+        return nll[valid].mean().to(logits.dtype)
 
 
 class InvarianceLoss(nn.Module):
