@@ -53,7 +53,9 @@ demo: setup text-encoder  ## the main job on the embedded defaults: render, pre-
 	$(BIN)/train search --ckpt out/demo-run --index out/demo-index --text 世界 --top 5
 	@echo "demo: shards in out/demo and out/demo-held, contact sheet out/demo-sheet.png, run in out/demo-run (curves.png, eval/), index out/demo-index"
 
+# The first line says what the machine had, for reading a failed CI run (the suite writes ~2 GB to /tmp).
 test: setup  ## the test suite (CI runs exactly this)
+	@echo "tests on $$(nproc) cores, $$(free -m | awk '/^Mem/{print $$7}') MiB memory available, $$(df -m --output=avail "$${TMPDIR:-/tmp}" | tail -1 | tr -d ' ') MiB free for temporary files"
 	$(BIN)/python -m pytest
 
 test-fast: setup  ## the suite without the slow learning and multi-process tests (about a minute; CI runs `make test`)
